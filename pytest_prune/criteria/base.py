@@ -1,0 +1,52 @@
+"""The criterion interface: what every pruning criterion gets and returns.
+
+A criterion receives a :class:`ScoringContext` (the model, its channel groups, calibration batches
+when it needs data, a seed) and returns one score per channel of every group: higher means more
+important, so the lowest go first. Data-free criteria (``l1``) ignore the batches; data-driven ones
+(``taylor``, ``attribution``) run them through the model; iterative and greedy criteria (``car``)
+override :meth:`Criterion.plan` to re-score between removals.
+
+Criteria never import pytest or the plugin: they are a library usable from a notebook.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..groups import ChannelGroup
+from ..plan import Allocation, PrunePlan, plan_from_scores
+
+Scores = dict[str, torch.Tensor]  # group name → one float score per channel of the group
+
+
+@dataclass
+class ScoringContext:
+    model: nn.Module
+    groups: Sequence[ChannelGroup]
+    # (inputs, labels) batches of calibration data, already on ``device``; empty for data-free runs
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+
+
+class Criterion(ABC):
+    """Base class of every criterion; subclasses register themselves with :func:`register`."""
+
+    name: ClassVar[str]
+    needs_data: ClassVar[bool] = False
+    summary: ClassVar[str] = ""  # one line for the README's table and --help
+    cost: ClassVar[str] = ""  # what scoring costs, in forward/backward passes or weight reads
+
+    @abstractmethod
+    def scores(self, ctx: ScoringContext) -> Scores:
+        """One score per channel of every group (higher = keep)."""
+
+    def plan(self, ctx: ScoringContext, ratio: float, allocation: Allocation = "layerwise") -> PrunePlan:
+        """Choose the channels to remove; one-shot criteria rank their scores once."""
+        return plan_from_scores(ctx.groups, self.scores(ctx), ratio, allocation)

@@ -1,0 +1,45 @@
+"""The data a run works on: train, calibration and evaluation splits of one task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass
+class DataBundle:
+    """Three splits of (image, label) samples, images as float CHW tensors already normalised.
+
+    * ``train``: what recovery (fine-tuning) and the embedded default's training use;
+    * ``calibration``: a small, fixed subset of training data for data-driven criteria, BatchNorm
+      recalibration and least-squares reconstruction;
+    * ``evaluation``: held-out data on which top-1 accuracy is measured.
+    """
+
+    name: str
+    train: Dataset
+    calibration: Dataset
+    evaluation: Dataset
+    num_classes: int
+    input_shape: tuple[int, int, int]
+
+    def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
+        dataset = {"train": self.train, "calibration": self.calibration, "evaluation": self.evaluation}[split]
+        generator = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+    def calibration_batches(
+        self, count: int | None = None, batch_size: int = 64, device: torch.device | str = "cpu"
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``count`` calibration samples (all by default) as batches on ``device``."""
+        batches, seen = [], 0
+        for x, y in self.loader("calibration", batch_size):
+            if count is not None and seen >= count:
+                break
+            if count is not None and seen + len(x) > count:
+                x, y = x[: count - seen], y[: count - seen]
+            batches.append((x.to(device), y.to(device)))
+            seen += len(x)
+        return batches

@@ -1,0 +1,110 @@
+"""The model registry: spec string → architecture, its input shape and its default data."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import SpecError
+from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
+from .lenet5 import LeNet5
+
+
+@dataclass
+class ModelInfo:
+    """A built model with what the rest of the pipeline needs to know about it."""
+
+    name: str  # used in gate ids and as the baseline folder name
+    spec: str
+    model: nn.Module
+    input_shape: tuple[int, int, int]  # C, H, W of one sample
+    num_classes: int
+    default_data: str | None  # data spec used when --prune-data is not given
+    weights: str | None = None
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        return torch.randn((batch,) + tuple(self.input_shape), generator=torch.Generator().manual_seed(0))
+
+
+def _lenet5() -> ModelInfo:
+    return ModelInfo("lenet5", "lenet5", LeNet5(), (1, 32, 32), 10, "digits")
+
+
+def _cifar(depth: int) -> Callable[[], ModelInfo]:
+    def build() -> ModelInfo:
+        name = f"cifar-resnet{depth}"
+        # The CIFAR data lives outside the project; PRUNE_CIFAR10_DIR points at it.
+        return ModelInfo(name, name, cifar_resnet(depth), (3, 32, 32), 10, "cifar10")
+
+    return build
+
+
+_ZOO: dict[str, Callable[[], ModelInfo]] = {"lenet5": _lenet5}
+_ZOO.update({f"cifar-resnet{d}": _cifar(d) for d in CIFAR_RESNET_DEPTHS})
+
+
+def known_models() -> list[str]:
+    return sorted(_ZOO) + ["torchvision:NAME", "package.module:callable"]
+
+
+def _torchvision(name: str, spec: str) -> ModelInfo:
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        available = ", ".join(torchvision.models.list_models(module=torchvision.models)[:12])
+        raise SpecError(
+            f"--prune-model {spec!r}: torchvision has no classification model {name!r}; "
+            f"try one of {available}, …"
+        ) from None
+    torch.manual_seed(0)  # random weights, but the same ones every run
+    model = builder(weights=None)
+    size = 299 if name.startswith("inception") else 224
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return ModelInfo(f"torchvision-{safe}", spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000")
+
+
+def _user_factory(spec: str) -> ModelInfo:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(
+            f"--prune-model {spec!r}: cannot import module {module_name!r} ({exc}); "
+            "make it importable (install it, or add its folder to pythonpath)"
+        ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SpecError(f"--prune-model {spec!r}: {module_name} has no callable named {attr!r}")
+    built = factory()
+    if isinstance(built, ModelInfo):
+        return built
+    if not isinstance(built, nn.Module):
+        raise SpecError(
+            f"--prune-model {spec!r}: the factory returned {type(built).__name__}, not an "
+            "nn.Module (or a pytest_prune.models.ModelInfo)"
+        )
+    input_shape = tuple(getattr(built, "input_shape", (3, 224, 224)))
+    num_classes = int(getattr(built, "num_classes", 1000))
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", attr)
+    return ModelInfo(name, spec, built, input_shape, num_classes, getattr(built, "default_data", None))
+
+
+def build_model(spec: str) -> ModelInfo:
+    spec = spec.strip()
+    if spec in _ZOO:
+        torch.manual_seed(0)
+        return _ZOO[spec]()
+    if spec.startswith("torchvision:"):
+        return _torchvision(spec.split(":", 1)[1], spec)
+    if ":" in spec:
+        return _user_factory(spec)
+    raise SpecError(
+        f"--prune-model {spec!r} is not a known model; use one of {', '.join(known_models())}"
+    )

@@ -1,0 +1,121 @@
+"""Plans: which channels of which group go, from scores and a budget.
+
+A :class:`PrunePlan` maps each channel group's name to the positions (``0 .. group.size - 1``) of
+the channels to remove. Allocation turns per-channel scores into a plan:
+
+* ``layerwise`` (the default): every group loses the same fraction of its channels, the lowest
+  scores first;
+* ``global``: one ranking across all groups (scores must be comparable across layers, as CPMC's
+  are by construction), with a floor of channels kept in every group.
+
+Every group keeps at least one channel: a network with an empty layer is not a pruned network.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal, Mapping, Sequence
+
+import torch
+
+from .errors import SpecError
+from .groups import ChannelGroup
+
+Allocation = Literal["layerwise", "global"]
+ALLOCATIONS: tuple[str, ...] = ("layerwise", "global")
+GLOBAL_FLOOR = 0.1  # global allocation keeps at least this fraction (and one channel) per group
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """The channels to remove, by group name, as positions within the group."""
+
+    remove: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.remove.values())
+
+    def kept(self, group: ChannelGroup) -> tuple[int, ...]:
+        gone = set(self.remove.get(group.name, ()))
+        return tuple(i for i in range(group.size) if i not in gone)
+
+
+def removal_count(size: int, ratio: float) -> int:
+    """Channels a group of ``size`` loses at channel fraction ``ratio`` (rounded, at least one kept)."""
+    return min(size - 1, max(0, int(math.floor(ratio * size + 0.5))))
+
+
+def check_ratio(ratio: float) -> float:
+    if not 0.0 <= ratio < 1.0:
+        raise SpecError(
+            f"pruning ratio {ratio!r} is outside [0, 1): it is the fraction of channels removed; "
+            "write e.g. --prune-ratios 0.25,0.5"
+        )
+    return ratio
+
+
+def lowest(scores: torch.Tensor, count: int) -> tuple[int, ...]:
+    """Positions of the ``count`` lowest scores; ties go to the lower position (deterministic)."""
+    if count <= 0:
+        return ()
+    order = torch.argsort(scores.detach().double().cpu(), stable=True)
+    return tuple(sorted(int(i) for i in order[:count]))
+
+
+def plan_layerwise(
+    groups: Sequence[ChannelGroup], scores: Mapping[str, torch.Tensor], ratio: float
+) -> PrunePlan:
+    check_ratio(ratio)
+    return PrunePlan(
+        {g.name: lowest(scores[g.name], removal_count(g.size, ratio)) for g in groups}
+    )
+
+
+def plan_global(
+    groups: Sequence[ChannelGroup],
+    scores: Mapping[str, torch.Tensor],
+    ratio: float,
+    floor: float = GLOBAL_FLOOR,
+) -> PrunePlan:
+    """One ranking over every channel of every group; ``ratio`` of all channels go."""
+    check_ratio(ratio)
+    total = sum(g.size for g in groups)
+    budget = int(math.floor(ratio * total + 0.5))
+    entries = []  # (score, group index, position): sorting is deterministic on ties
+    for gi, g in enumerate(groups):
+        for pos, s in enumerate(scores[g.name].detach().double().cpu().tolist()):
+            entries.append((s, gi, pos))
+    entries.sort()
+    removable = {g.name: g.size - max(1, math.ceil(floor * g.size)) for g in groups}
+    remove: dict[str, list[int]] = {g.name: [] for g in groups}
+    for _, gi, pos in entries:
+        if budget == 0:
+            break
+        name = groups[gi].name
+        if len(remove[name]) < removable[name]:
+            remove[name].append(pos)
+            budget -= 1
+    return PrunePlan({k: tuple(sorted(v)) for k, v in remove.items()})
+
+
+def plan_from_scores(
+    groups: Sequence[ChannelGroup],
+    scores: Mapping[str, torch.Tensor],
+    ratio: float,
+    allocation: Allocation = "layerwise",
+) -> PrunePlan:
+    missing = [g.name for g in groups if g.name not in scores]
+    if missing:
+        raise ValueError(f"criterion returned no scores for groups {missing[:5]}")
+    for g in groups:
+        if scores[g.name].numel() != g.size:
+            raise ValueError(
+                f"criterion returned {scores[g.name].numel()} scores for group {g.name} "
+                f"of {g.size} channels"
+            )
+    if allocation == "layerwise":
+        return plan_layerwise(groups, scores, ratio)
+    if allocation == "global":
+        return plan_global(groups, scores, ratio)
+    raise SpecError(f"unknown allocation {allocation!r}: use one of {', '.join(ALLOCATIONS)}")
