@@ -1,1 +1,113 @@
-"""pytest entry point (filled in by the plugin work)."""
+"""The pytest plugin: options in, gate items and a summary out.
+
+Thin by design: it turns options into a :class:`~pytest_prune.run.PruneRun` and each measured
+check into a test item compared with the stored baseline. Everything it measures comes from the
+library modules; this is the only module (with ``fixtures``) that knows pytest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from . import options
+from .errors import PruneError, SpecError
+from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
+from .items import GateItem, ModelGates, PruneFailure
+from .report import write_report
+from .run import PruneRun, RunSettings
+from .session import GATE_STATE, GateState
+from .summary import summary_lines
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "prune(criterion='l1', ratio=0.5, recovery='none'): the pruning the prune_result fixture "
+        "returns for this test",
+    )
+    model = options.get(config, "prune-model")
+    if model is None:
+        return
+    try:
+        settings = RunSettings(
+            model=model,
+            weights=options.get(config, "prune-weights"),
+            allow_pickle=bool(options.get(config, "prune-allow-pickle")),
+            data=options.get(config, "prune-data"),
+            seed=options.parse_seed(options.get(config, "prune-seed")),
+            allocation=options.get(config, "prune-allocation") or "layerwise",
+            device=options.get(config, "prune-device") or "cpu",
+            cache_dir=options.cache_dir(config),
+        )
+        report = options.get(config, "prune-report")
+        gate_options = options.GateOptions(
+            model=model,
+            criteria=options.split_list(options.get(config, "prune-criteria"), "prune-criteria"),
+            ratios=options.parse_ratios(options.get(config, "prune-ratios")),
+            baselines=options.baselines_dir(config),
+            update=bool(options.get(config, "prune-update-baselines")),
+            report=Path(report) if report else None,
+        )
+        from .criteria import get_criterion
+
+        for name in gate_options.criteria:
+            get_criterion(name)  # fail now, at configure time, on a misspelt criterion
+    except PruneError as exc:
+        raise pytest.UsageError(f"pytest-prune: {exc}") from None
+    config.stash[GATE_STATE] = GateState(PruneRun(settings), gate_options)
+
+
+def _gate_state(config: pytest.Config) -> GateState | None:
+    return config.stash.get(GATE_STATE, None)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config):
+    # `pytest --prune-model=X` with no paths runs the gates alone, not the project's test suite;
+    # name test paths explicitly to run both.
+    if _gate_state(config) is not None and config.args_source != pytest.Config.ArgsSource.ARGS:
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    state = _gate_state(config)
+    if state is None:
+        return
+    try:
+        name = state.run.info.name
+    except PruneError as exc:
+        raise pytest.UsageError(f"pytest-prune: {exc}") from None
+    # nodeid given explicitly: ids read `lenet5::l1-0.5::accuracy_drop`, with no file part
+    collector = ModelGates.from_parent(session, name=name, nodeid=name, state=state)
+    items.extend(collector.collect())
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    pass  # outcomes are recorded by GateItem itself (see items.py)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    state = _gate_state(config)
+    if state is None or not state.run.results():
+        return
+    terminalreporter.section("pytest-prune summary")
+    for line in summary_lines(state):
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
+    state = _gate_state(session.config)
+    if state is None or state.options.report is None or not state.run.results():
+        return
+    written = write_report(state.run.results(), state.options.report)
+    state.notes.append(f"report written: {', '.join(str(p) for p in written)}")
+
+
+__all__ = ["GateItem", "PruneFailure", "SpecError"]

@@ -1,0 +1,84 @@
+"""Fixtures for users who write their own pruning tests.
+
+* ``prune_run`` (session): the :class:`~pytest_prune.run.PruneRun` of ``--prune-model`` (or of the
+  ``prune_model`` ini key; ``lenet5`` when neither is set), shared with the gate items;
+* ``prune_model``: a fresh copy of the dense model, in eval mode;
+* ``prune_data``: its :class:`~pytest_prune.data.bundle.DataBundle`;
+* ``prune_pruned``: a factory ``prune_pruned(criterion, ratio) -> MethodResult``, cached per session;
+* ``prune_result``: the result for the test's ``@pytest.mark.prune(criterion=..., ratio=...)``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import pytest
+
+from . import options
+from .errors import PruneError
+from .run import MethodResult, PruneRun, RunSettings
+from .session import GATE_STATE
+
+_OWN_RUN = pytest.StashKey[PruneRun]()
+
+
+def _fail(exc: PruneError):
+    pytest.fail(f"pytest-prune: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def prune_run(pytestconfig: pytest.Config) -> PruneRun:
+    state = pytestconfig.stash.get(GATE_STATE, None)
+    if state is not None:
+        return state.run
+    if _OWN_RUN not in pytestconfig.stash:
+        try:
+            settings = RunSettings(
+                model=options.get(pytestconfig, "prune-model") or "lenet5",
+                weights=options.get(pytestconfig, "prune-weights"),
+                allow_pickle=bool(options.get(pytestconfig, "prune-allow-pickle")),
+                data=options.get(pytestconfig, "prune-data"),
+                seed=options.parse_seed(options.get(pytestconfig, "prune-seed")),
+                allocation=options.get(pytestconfig, "prune-allocation") or "layerwise",
+                device=options.get(pytestconfig, "prune-device") or "cpu",
+                cache_dir=options.cache_dir(pytestconfig),
+            )
+        except PruneError as exc:
+            _fail(exc)
+        pytestconfig.stash[_OWN_RUN] = PruneRun(settings)
+    return pytestconfig.stash[_OWN_RUN]
+
+
+@pytest.fixture
+def prune_model(prune_run: PruneRun):
+    try:
+        return copy.deepcopy(prune_run.info.model).eval()
+    except PruneError as exc:
+        _fail(exc)
+
+
+@pytest.fixture
+def prune_data(prune_run: PruneRun):
+    try:
+        return prune_run.data
+    except PruneError as exc:
+        _fail(exc)
+
+
+@pytest.fixture
+def prune_pruned(prune_run: PruneRun) -> Callable[[str, float], MethodResult]:
+    def pruned(criterion: str = "l1", ratio: float = 0.5) -> MethodResult:
+        try:
+            return prune_run.method(criterion, ratio)
+        except PruneError as exc:
+            _fail(exc)
+
+    return pruned
+
+
+@pytest.fixture
+def prune_result(request: pytest.FixtureRequest, prune_pruned) -> MethodResult:
+    marker = request.node.get_closest_marker("prune")
+    kwargs = dict(marker.kwargs) if marker else {}
+    return prune_pruned(kwargs.get("criterion", "l1"), float(kwargs.get("ratio", 0.5)))

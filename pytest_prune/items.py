@@ -1,0 +1,96 @@
+"""Generated gate items: one per (model, method, check), compared with the stored baseline."""
+
+from __future__ import annotations
+
+import pytest
+
+from .baselines import Baseline, BaselineStore, settings_mismatch
+from .errors import BaselineError, PruneError
+from .gates import CHECKS, compare, new_baselines
+from .run import MethodResult, method_id
+from .session import GateState
+
+
+class PruneFailure(Exception):
+    """A gate did not hold; the message is the whole explanation."""
+
+
+class ModelGates(pytest.Collector):
+    """The gate items of one model: ``<model>::<criterion>-<ratio>::<check>``."""
+
+    def __init__(self, *, state: GateState, **kwargs):
+        super().__init__(**kwargs)
+        self.state = state
+
+    def collect(self):
+        opts = self.state.options
+        for criterion in opts.criteria:
+            for ratio in opts.ratios:
+                for check in CHECKS:
+                    yield GateItem.from_parent(
+                        self,
+                        name=f"{method_id(criterion, ratio)}::{check}",
+                        state=self.state,
+                        criterion=criterion,
+                        ratio=ratio,
+                        check=check,
+                    )
+
+
+class GateItem(pytest.Item):
+    def __init__(self, *, state: GateState, criterion: str, ratio: float, check: str, **kwargs):
+        super().__init__(**kwargs)
+        self.state = state
+        self.criterion = criterion
+        self.ratio = ratio
+        self.check = check
+        self.method = method_id(criterion, ratio)
+        self.add_marker("prune")
+
+    def runtest(self) -> None:
+        run = self.state.run
+        result = run.method(self.criterion, self.ratio)
+        store = BaselineStore(self.state.options.baselines)
+        settings = run.settings_record(result.recovery)
+        if self.state.options.update:
+            self._write_baseline(store, result, settings)
+            return
+        baseline = store.load(run.name, self.method)
+        differences = settings_mismatch(baseline.settings, settings)
+        if differences:
+            raise BaselineError(
+                f"baseline {store.path(run.name, self.method)} was measured under other settings "
+                f"({'; '.join(differences)}); rerun with the baseline's settings, or re-measure "
+                "with --prune-update-baselines"
+            )
+        if self.check not in baseline.checks:
+            raise BaselineError(
+                f"baseline {store.path(run.name, self.method)} has no value for {self.check}; "
+                "add it with --prune-update-baselines"
+            )
+        outcome = compare(self.check, result.checks()[self.check], baseline.checks[self.check])
+        self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")
+        if not outcome.passed:
+            raise PruneFailure(f"{self.nodeid}\n  {outcome.explain()}\n  baseline file: "
+                               f"{store.path(run.name, self.method)}")
+
+    def _write_baseline(self, store: BaselineStore, result: MethodResult, settings: dict) -> None:
+        key = f"{result.model}::{self.method}"
+        if key not in self.state.written:
+            path = store.save(
+                Baseline(result.model, self.method, settings, new_baselines(result.checks()))
+            )
+            self.state.written.append(key)
+            self.state.notes.append(f"baseline written: {path}")
+        self.state.record(self.method, self.check, "written")
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, (PruneFailure, PruneError)):
+            self.state.record(self.method, self.check, "failed")
+            kind = "" if isinstance(excinfo.value, PruneFailure) else f"{type(excinfo.value).__name__}: "
+            return f"{kind}{excinfo.value}"
+        self.state.record(self.method, self.check, "error")
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, None, f"prune gate {self.nodeid}"

@@ -1,0 +1,132 @@
+"""Command-line options and ini keys of the plugin, and their parsing into run settings.
+
+Every option ``--prune-X`` is also an ini key ``prune_X``; the command line wins. Parsing errors are
+:class:`SpecError` with a message that names the option, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .errors import SpecError
+from .plan import ALLOCATIONS
+
+DEFAULT_CRITERIA = "l1,random"
+DEFAULT_RATIOS = "0.3,0.5,0.7"
+DEFAULT_BASELINES = "baselines"
+
+# (option name without dashes, ini type, default, help)
+_OPTIONS: list[tuple[str, str, str | None, str]] = [
+    ("prune-model", "string", None,
+     "model spec to gate: lenet5, cifar-resnet20/32/44/56/110, torchvision:NAME or "
+     "package.module:callable. Gate items are generated only when it is set (default: unset)."),
+    ("prune-weights", "string", None,
+     "state dict to load into the model, read with torch.load(weights_only=True) "
+     "(default: none; lenet5 then uses the embedded model trained on digits)."),
+    ("prune-data", "string", None,
+     "data spec: digits, cifar10:DIR, cifar10-jpeg:DIR, synthetic:CxHxW:K or "
+     "package.module:callable (default: the model's own default data)."),
+    ("prune-criteria", "string", DEFAULT_CRITERIA,
+     f"comma list of pruning criteria (default: {DEFAULT_CRITERIA})."),
+    ("prune-ratios", "string", DEFAULT_RATIOS,
+     f"comma list of channel fractions to remove from each group (default: {DEFAULT_RATIOS})."),
+    ("prune-allocation", "string", "layerwise",
+     f"how a ratio is spread over layers: {' or '.join(ALLOCATIONS)} (default: layerwise)."),
+    ("prune-baselines", "string", DEFAULT_BASELINES,
+     f"directory of stored baselines, one folder per model (default: {DEFAULT_BASELINES}/ "
+     "under the rootdir)."),
+    ("prune-seed", "string", "0", "seed for criteria and data subsets (default: 0)."),
+    ("prune-report", "string", None,
+     "directory to write results.csv and results.json into (default: no report)."),
+    ("prune-device", "string", "cpu", "torch device to run on (default: cpu)."),
+]
+_FLAGS: list[tuple[str, str]] = [
+    ("prune-update-baselines",
+     "write the measured values as the new baselines instead of comparing (default: compare)."),
+    ("prune-allow-pickle",
+     "load --prune-weights as a full pickle. A pickle can run arbitrary code when loaded: use "
+     "this only for files you trust (default: weights_only loading)."),
+]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("prune", "pytest-prune: pruning gates for compressed CNNs")
+    for name, ini_type, default, help_text in _OPTIONS:
+        group.addoption(f"--{name}", dest=name.replace("-", "_"), default=None, help=help_text)
+        parser.addini(name.replace("-", "_"), help_text, type=ini_type, default=default)
+    for name, help_text in _FLAGS:
+        group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true",
+                        default=None, help=help_text)
+        parser.addini(name.replace("-", "_"), help_text, type="bool", default=False)
+
+
+def get(config: pytest.Config, name: str):
+    """An option's value: the command line if given, else the ini key, else its default."""
+    key = name.replace("-", "_")
+    value = config.getoption(key)
+    if value is None:
+        value = config.getini(key)
+    return value if value != "" else None
+
+
+def split_list(value: str | None, option: str) -> list[str]:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    if not items:
+        raise SpecError(f"--{option} is empty; give a comma-separated list")
+    return items
+
+
+def parse_ratios(value: str | None) -> list[float]:
+    out = []
+    for item in split_list(value, "prune-ratios"):
+        try:
+            ratio = float(item)
+        except ValueError:
+            raise SpecError(
+                f"--prune-ratios: {item!r} is not a number; give channel fractions such as 0.3,0.5"
+            ) from None
+        if not 0.0 < ratio < 1.0:
+            raise SpecError(
+                f"--prune-ratios: {item} is outside (0, 1); a ratio is the fraction of channels "
+                "removed, e.g. 0.5 removes half"
+            )
+        out.append(ratio)
+    return out
+
+
+def parse_seed(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        raise SpecError(f"--prune-seed {value!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """The parsed options that shape which gate items exist and how they compare."""
+
+    model: str
+    criteria: list[str]
+    ratios: list[float]
+    baselines: Path
+    update: bool
+    report: Path | None
+
+
+def baselines_dir(config: pytest.Config) -> Path:
+    path = Path(get(config, "prune-baselines") or DEFAULT_BASELINES)
+    return path if path.is_absolute() else Path(config.rootpath) / path
+
+
+def cache_dir(config: pytest.Config) -> Path:
+    """Where the embedded model's trained weights live: PRUNE_CACHE_DIR, else pytest's cache."""
+    env = os.environ.get("PRUNE_CACHE_DIR")
+    if env:
+        return Path(env)
+    if config.cache is not None:
+        return Path(config.cache.mkdir("pytest-prune"))
+    return Path(config.rootpath) / ".pytest_cache" / "d" / "pytest-prune"

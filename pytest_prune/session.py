@@ -1,0 +1,26 @@
+"""What the plugin keeps for one pytest session: the run, the options, the outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from .options import GateOptions
+from .run import PruneRun
+
+
+@dataclass
+class GateState:
+    run: PruneRun
+    options: GateOptions
+    # method id → check → "passed" / "failed" / "written" / "error"
+    outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def record(self, method: str, check: str, outcome: str) -> None:
+        self.outcomes.setdefault(method, {})[check] = outcome
+
+
+GATE_STATE = pytest.StashKey[GateState]()

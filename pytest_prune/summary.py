@@ -1,0 +1,39 @@
+"""The end-of-run table: one row per method, what it measured and whether its gates held."""
+
+from __future__ import annotations
+
+from .session import GateState
+
+
+def _verdict(checks: dict[str, str]) -> str:
+    if not checks:
+        return "-"
+    values = set(checks.values())
+    if "failed" in values or "error" in values:
+        bad = sorted(k for k, v in checks.items() if v in ("failed", "error"))
+        return "FAIL (" + ", ".join(bad) + ")"
+    if values == {"written"}:
+        return "baseline written"
+    return "pass"
+
+
+def summary_lines(state: GateState) -> list[str]:
+    header = (
+        f"{'model':<16} {'method':<18} {'top1':>7} {'drop':>7} {'MACs kept':>10} "
+        f"{'params kept':>12} {'score s':>8}  gates"
+    )
+    lines = [header, "-" * len(header)]
+    for r in state.run.results():
+        lines.append(
+            f"{r.model:<16} {r.method:<18} {r.top1_pruned:>7.2%} {r.accuracy_drop:>+7.2%} "
+            f"{r.macs_kept:>10.3f} {r.params_kept:>12.3f} {r.score_seconds:>8.2f}  "
+            f"{_verdict(state.outcomes.get(r.method, {}))}"
+        )
+    if state.run.results():
+        r0 = state.run.results()[0]
+        lines.append(
+            f"dense {r0.model}: top-1 {r0.top1_dense:.2%}, {r0.macs_dense:,} MACs/sample, "
+            f"{r0.params_dense:,} params; data {state.run.data_spec}"
+        )
+    lines.extend(state.notes)
+    return lines

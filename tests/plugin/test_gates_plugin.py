@@ -1,0 +1,165 @@
+"""The plugin end to end, with pytester: options, baselines, failures, summary, report."""
+
+import json
+
+import pandas as pd
+import pytest
+
+FAST = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
+CHECKS = ["accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence"]
+
+
+def _run(pytester, *args):
+    return pytester.runpytest(*FAST, "--prune-baselines", str(pytester.path / "bl"), *args)
+
+
+def _baseline_file(pytester):
+    return pytester.path / "bl" / "lenet5" / "l1-0.5.json"
+
+
+def test_help_lists_every_option_with_its_default(pytester):
+    result = pytester.runpytest("--help")
+    out = result.stdout.str()
+    for option in ["--prune-model", "--prune-weights", "--prune-data", "--prune-criteria",
+                   "--prune-ratios", "--prune-baselines", "--prune-update-baselines",
+                   "--prune-seed", "--prune-report", "--prune-allow-pickle"]:
+        assert option in out
+    assert "prune_ratios" in out  # ini key
+    assert "default: 0.3,0.5,0.7" in out
+
+
+def test_missing_baseline_fails_and_says_how_to_write_it(pytester):
+    result = _run(pytester, "-v")
+    result.assert_outcomes(failed=4)
+    out = result.stdout.str()
+    for check in CHECKS:
+        assert f"lenet5::l1-0.5::{check}" in out
+    assert "no baseline for lenet5::l1-0.5" in out
+    assert "--prune-update-baselines" in out
+    assert "Traceback" not in out
+
+
+def test_update_then_compare_passes(pytester):
+    written = _run(pytester, "--prune-update-baselines")
+    written.assert_outcomes(passed=4)
+    data = json.loads(_baseline_file(pytester).read_text())
+    assert sorted(data["checks"]) == CHECKS
+    assert data["settings"]["data"] == "digits"
+    assert "baseline written" in written.stdout.str()
+    compared = _run(pytester)
+    compared.assert_outcomes(passed=4)
+
+
+def test_a_baseline_demanding_more_fails_with_measured_baseline_and_tolerance(pytester):
+    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=4)
+    path = _baseline_file(pytester)
+    data = json.loads(path.read_text())
+    data["checks"]["accuracy_drop"]["value"] = -0.5
+    data["checks"]["macs_reduction"]["value"] = 0.99
+    path.write_text(json.dumps(data))
+    result = _run(pytester)
+    result.assert_outcomes(passed=2, failed=2)
+    out = result.stdout.str()
+    assert "accuracy_drop (dense top-1 minus compressed top-1 (fraction)): measured" in out
+    assert "baseline -0.5, tolerance 0.01" in out
+    assert "REGRESSION" in out
+    assert "FAIL (accuracy_drop, macs_reduction)" in out  # summary row
+    assert "Traceback" not in out
+
+
+def test_corrupt_baseline_is_reported_without_traceback(pytester):
+    _run(pytester, "--prune-update-baselines")
+    _baseline_file(pytester).write_text("{ truncated")
+    result = _run(pytester)
+    result.assert_outcomes(failed=4)
+    out = result.stdout.str()
+    assert "cannot be read" in out and "Traceback" not in out
+
+
+def test_baseline_from_other_settings_is_a_mismatch_not_a_comparison(pytester):
+    _run(pytester, "--prune-update-baselines")
+    result = _run(pytester, "--prune-seed=7")
+    result.assert_outcomes(failed=4)
+    assert "seed: baseline 0, this run 7" in result.stdout.str()
+
+
+def test_ini_keys_configure_the_gates(pytester):
+    pytester.makeini(
+        f"""
+        [pytest]
+        prune_model = lenet5
+        prune_criteria = random
+        prune_ratios = 0.3
+        prune_baselines = {pytester.path / 'ini-bl'}
+        prune_update_baselines = true
+        """
+    )
+    result = pytester.runpytest("-v")
+    result.assert_outcomes(passed=4)
+    assert (pytester.path / "ini-bl" / "lenet5" / "random-0.3.json").is_file()
+    assert "lenet5::random-0.3::accuracy_drop" in result.stdout.str()
+
+
+def test_summary_table_and_report(pytester):
+    report = pytester.path / "rep"
+    result = _run(pytester, "--prune-update-baselines", "--prune-report", str(report))
+    out = result.stdout.str()
+    assert "pytest-prune summary" in out
+    row = next(line for line in out.splitlines() if line.startswith("lenet5") and "l1-0.5" in line)
+    assert "baseline written" in row
+    frame = pd.read_csv(report / "results.csv")
+    for column in ["model", "criterion", "ratio", "top1_dense", "top1_pruned", "macs_dense",
+                   "macs_pruned", "params_dense", "params_pruned", "score_seconds"]:
+        assert column in frame.columns
+    assert frame.loc[0, "criterion"] == "l1" and frame.loc[0, "ratio"] == 0.5
+    assert 0.95 <= frame.loc[0, "top1_dense"] <= 1.0
+    assert frame.loc[0, "macs_pruned"] < frame.loc[0, "macs_dense"]
+    records = json.loads((report / "results.json").read_text())
+    assert records[0]["model"] == "lenet5"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prune-criteria=l1,nonsense"], "unknown pruning criterion 'nonsense'"),
+        (["--prune-ratios=0.5,1.5"], "outside (0, 1)"),
+        (["--prune-ratios=half"], "'half' is not a number"),
+        (["--prune-model=no_such_model"], "is not a known model"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester, args, message):
+    result = pytester.runpytest(*FAST, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str()
+
+
+def test_gates_alone_unless_test_paths_are_named(pytester):
+    pytester.makepyfile(test_user="def test_fails():\n    assert False\n")
+    gates_only = _run(pytester, "--prune-update-baselines")
+    gates_only.assert_outcomes(passed=4)
+    both = _run(pytester, "test_user.py")
+    both.assert_outcomes(passed=4, failed=1)
+
+
+def test_fixtures_and_marker_for_user_tests(pytester):
+    pytester.makepyfile(
+        test_user="""
+        import pytest
+
+        def test_dense(prune_model, prune_data):
+            x, y = prune_data.evaluation[0]
+            assert prune_model(x[None]).shape == (1, 10)
+
+        def test_factory(prune_pruned):
+            result = prune_pruned("l1", 0.5)
+            assert result.macs_pruned < result.macs_dense
+            assert prune_pruned("l1", 0.5) is result  # cached per session
+
+        @pytest.mark.prune(criterion="random", ratio=0.3)
+        def test_marker(prune_result):
+            assert prune_result.criterion == "random" and prune_result.ratio == 0.3
+            assert prune_result.equivalence_max_abs <= 1e-5
+        """
+    )
+    result = pytester.runpytest("test_user.py", "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
