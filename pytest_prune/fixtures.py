@@ -4,7 +4,8 @@
   ``prune_model`` ini key; ``lenet5`` when neither is set), shared with the gate items;
 * ``prune_model``: a fresh copy of the dense model, in eval mode;
 * ``prune_data``: its :class:`~pytest_prune.data.bundle.DataBundle`;
-* ``prune_pruned``: a factory ``prune_pruned(criterion, ratio) -> MethodResult``, cached per session;
+* ``prune_pruned``: a factory ``prune_pruned(criterion, ratio, recovery='none') -> MethodResult``,
+  cached per session (``ratio`` may be a budget such as ``'macs:0.5'``);
 * ``prune_result``: the result for the test's ``@pytest.mark.prune(criterion=..., ratio=...)``.
 """
 
@@ -68,9 +69,9 @@ def prune_data(prune_run: PruneRun):
 
 @pytest.fixture
 def prune_pruned(prune_run: PruneRun) -> Callable[[str, float], MethodResult]:
-    def pruned(criterion: str = "l1", ratio: float = 0.5) -> MethodResult:
+    def pruned(criterion: str = "l1", ratio: float | str = 0.5, recovery: str = "none") -> MethodResult:
         try:
-            return prune_run.method(criterion, ratio)
+            return prune_run.method(criterion, ratio, recovery)
         except PruneError as exc:
             _fail(exc)
 
@@ -81,4 +82,5 @@ def prune_pruned(prune_run: PruneRun) -> Callable[[str, float], MethodResult]:
 def prune_result(request: pytest.FixtureRequest, prune_pruned) -> MethodResult:
     marker = request.node.get_closest_marker("prune")
     kwargs = dict(marker.kwargs) if marker else {}
-    return prune_pruned(kwargs.get("criterion", "l1"), float(kwargs.get("ratio", 0.5)))
+    ratio = kwargs.get("ratio", 0.5)
+    return prune_pruned(kwargs.get("criterion", "l1"), ratio, kwargs.get("recovery", "none"))

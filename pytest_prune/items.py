@@ -26,30 +26,33 @@ class ModelGates(pytest.Collector):
         opts = self.state.options
         for criterion in opts.criteria:
             for ratio in opts.ratios:
-                for check in CHECKS:
-                    yield GateItem.from_parent(
-                        self,
-                        name=f"{method_id(criterion, ratio)}::{check}",
-                        state=self.state,
-                        criterion=criterion,
-                        ratio=ratio,
-                        check=check,
-                    )
+                for recovery in opts.recoveries:
+                    for check in CHECKS:
+                        yield GateItem.from_parent(
+                            self,
+                            name=f"{method_id(criterion, ratio, recovery)}::{check}",
+                            state=self.state,
+                            criterion=criterion,
+                            ratio=ratio,
+                            recovery=recovery,
+                            check=check,
+                        )
 
 
 class GateItem(pytest.Item):
-    def __init__(self, *, state: GateState, criterion: str, ratio: float, check: str, **kwargs):
+    def __init__(self, *, state: GateState, criterion: str, ratio, recovery: str, check: str, **kwargs):
         super().__init__(**kwargs)
         self.state = state
         self.criterion = criterion
         self.ratio = ratio
+        self.recovery = recovery
         self.check = check
-        self.method = method_id(criterion, ratio)
+        self.method = method_id(criterion, ratio, recovery)
         self.add_marker("prune")
 
     def runtest(self) -> None:
         run = self.state.run
-        result = run.method(self.criterion, self.ratio)
+        result = run.method(self.criterion, self.ratio, self.recovery)
         store = BaselineStore(self.state.options.baselines)
         settings = run.settings_record(result.recovery)
         if self.state.options.update:

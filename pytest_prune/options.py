@@ -33,7 +33,11 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-criteria", "string", DEFAULT_CRITERIA,
      f"comma list of pruning criteria (default: {DEFAULT_CRITERIA})."),
     ("prune-ratios", "string", DEFAULT_RATIOS,
-     f"comma list of channel fractions to remove from each group (default: {DEFAULT_RATIOS})."),
+     "comma list of targets: channel fractions to remove (0.5), or budgets of MACs or parameters "
+     f"to keep (macs:0.5, params:0.6) (default: {DEFAULT_RATIOS})."),
+    ("prune-recovery", "string", "none",
+     "comma list of recoveries run after surgery, each measured separately: none, bn, lsq, "
+     "finetune:E, finetune-kd:E, or steps joined by + such as lsq+bn (default: none)."),
     ("prune-allocation", "string", "layerwise",
      f"how a ratio is spread over layers: {' or '.join(ALLOCATIONS)} (default: layerwise)."),
     ("prune-baselines", "string", DEFAULT_BASELINES,
@@ -80,22 +84,26 @@ def split_list(value: str | None, option: str) -> list[str]:
     return items
 
 
-def parse_ratios(value: str | None) -> list[float]:
+def parse_ratios(value: str | None) -> list:
+    """Channel fractions (floats) and budgets (:class:`~pytest_prune.budget.Budget`)."""
+    from .run import parse_target
+
     out = []
     for item in split_list(value, "prune-ratios"):
-        try:
-            ratio = float(item)
-        except ValueError:
-            raise SpecError(
-                f"--prune-ratios: {item!r} is not a number; give channel fractions such as 0.3,0.5"
-            ) from None
-        if not 0.0 < ratio < 1.0:
+        target = parse_target(item)
+        if isinstance(target, float) and target == 0.0:
             raise SpecError(
                 f"--prune-ratios: {item} is outside (0, 1); a ratio is the fraction of channels "
                 "removed, e.g. 0.5 removes half"
             )
-        out.append(ratio)
+        out.append(target)
     return out
+
+
+def parse_recoveries(value: str | None) -> list[str]:
+    from .recovery import parse_recovery
+
+    return [parse_recovery(item).name for item in split_list(value or "none", "prune-recovery")]
 
 
 def parse_seed(value: str | None) -> int:
@@ -111,7 +119,8 @@ class GateOptions:
 
     model: str
     criteria: list[str]
-    ratios: list[float]
+    ratios: list  # floats and budgets
+    recoveries: list[str]
     baselines: Path
     update: bool
     report: Path | None

@@ -49,8 +49,8 @@ def removal_count(size: int, ratio: float) -> int:
 def check_ratio(ratio: float) -> float:
     if not 0.0 <= ratio < 1.0:
         raise SpecError(
-            f"pruning ratio {ratio!r} is outside [0, 1): it is the fraction of channels removed; "
-            "write e.g. --prune-ratios 0.25,0.5"
+            f"--prune-ratios: {ratio:g} is outside (0, 1); a ratio is the fraction of channels "
+            "removed, e.g. 0.5 removes half"
         )
     return ratio
 

@@ -50,6 +50,7 @@ def pytest_configure(config: pytest.Config) -> None:
             model=model,
             criteria=options.split_list(options.get(config, "prune-criteria"), "prune-criteria"),
             ratios=options.parse_ratios(options.get(config, "prune-ratios")),
+            recoveries=options.parse_recoveries(options.get(config, "prune-recovery")),
             baselines=options.baselines_dir(config),
             update=bool(options.get(config, "prune-update-baselines")),
             report=Path(report) if report else None,
@@ -60,7 +61,16 @@ def pytest_configure(config: pytest.Config) -> None:
             get_criterion(name)  # fail now, at configure time, on a misspelt criterion
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
-    config.stash[GATE_STATE] = GateState(PruneRun(settings), gate_options)
+    run = PruneRun(settings)
+    run.progress = lambda message: _progress(config, message)
+    config.stash[GATE_STATE] = GateState(run, gate_options)
+
+
+def _progress(config: pytest.Config, message: str) -> None:
+    """Recovery (fine-tuning) progress goes to the terminal, one line per step or epoch."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"pytest-prune: {message}")
 
 
 def _gate_state(config: pytest.Config) -> GateState | None:

@@ -13,12 +13,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from .criteria import ScoringContext, get_criterion
+from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
+from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
 from .embedded import trained_lenet5
@@ -27,7 +28,8 @@ from .errors import SpecError
 from .groups import ChannelGroup
 from .measure import ModelCount, count_model, evaluate
 from .models import ModelInfo, load_model
-from .plan import ALLOCATIONS, PrunePlan, check_ratio
+from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
+from .recovery import parse_recovery
 from .surgery import find_channel_groups, prune_model
 
 
@@ -53,10 +55,51 @@ class RunSettings:
             )
 
 
-def method_id(criterion: str, ratio: float | None, recovery: str = "none") -> str:
-    """The readable id of a compression method: ``l1-0.5``, ``l1-0.5+lsq``, ``meanvar``."""
-    base = criterion if ratio is None else f"{criterion}-{ratio:g}"
+Target = float | Budget  # a channel fraction, or a MACs / parameter budget
+
+
+def parse_target(text: str | float) -> Target:
+    """``0.5`` → 0.5 (channel fraction); ``macs:0.5`` / ``params:0.6`` → a :class:`Budget`."""
+    if isinstance(text, (int, float)):
+        return check_ratio(float(text))
+    budget = parse_budget(str(text).strip())
+    if budget is not None:
+        return budget
+    try:
+        return check_ratio(float(text))
+    except ValueError:
+        raise SpecError(
+            f"--prune-ratios: {text!r} is not a number; give channel fractions such as 0.3,0.5 "
+            "or budgets such as macs:0.5"
+        ) from None
+
+
+def target_label(target: Target | None) -> str:
+    if target is None:
+        return ""
+    if isinstance(target, Budget):
+        return f"{target.kind}{target.keep:g}"
+    return f"{target:g}"
+
+
+def method_id(criterion: str, target: Target | None, recovery: str = "none") -> str:
+    """The readable id of a compression method: ``l1-0.5``, ``l1-macs0.5+lsq``, ``meanvar``."""
+    base = criterion if target is None else f"{criterion}-{target_label(target)}"
     return base if recovery in ("", "none") else f"{base}+{recovery}"
+
+
+@dataclass
+class OneShot:
+    """A pruned model straight out of surgery, before any recovery."""
+
+    plan: PrunePlan
+    ratio: float
+    model: nn.Module
+    top1: float
+    count: ModelCount
+    score_seconds: float
+    prune_seconds: float
+    equivalence_max_abs: float
 
 
 @dataclass
@@ -65,11 +108,13 @@ class MethodResult:
 
     model: str
     criterion: str
-    ratio: float | None
+    ratio: float | None  # the channel fraction removed (found by search for a budget)
     recovery: str
     method: str
     top1_dense: float
-    top1_pruned: float
+    top1_pruned: float  # after recovery
+    top1_one_shot: float  # straight out of surgery
+    recovery_seconds: float
     macs_dense: int
     macs_pruned: int
     params_dense: int
@@ -79,6 +124,7 @@ class MethodResult:
     equivalence_max_abs: float
     channels_total: int
     channels_removed: int
+    target: str = ""  # as given: "0.5", "macs0.5"
     removed_per_group: dict[str, int] = field(default_factory=dict)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
     plan: PrunePlan | None = field(default=None, repr=False, compare=False)
@@ -120,7 +166,10 @@ class PruneRun:
 
     def __init__(self, settings: RunSettings):
         self.settings = settings
-        self._results: dict[tuple[str, float | None, str], MethodResult] = {}
+        self._results: dict[tuple[str, str, str], MethodResult] = {}
+        self._one_shot: dict[tuple[str, str], OneShot] = {}
+        # where recovery reports progress (the plugin connects pytest's terminal reporter)
+        self.progress: Callable[[str], None] | None = None
 
     # -- inputs -------------------------------------------------------------------------------
     @cached_property
@@ -192,58 +241,102 @@ class PruneRun:
         }
 
     # -- one method ---------------------------------------------------------------------------
-    def method(self, criterion: str, ratio: float, recovery: str = "none") -> MethodResult:
-        key = (criterion, ratio, recovery)
+    def method(self, criterion: str, target: Target | str, recovery: str = "none") -> MethodResult:
+        target = parse_target(target) if isinstance(target, str) else target
+        recovery = parse_recovery(recovery or "none").name
+        key = (criterion, target_label(target), recovery)
         if key not in self._results:
-            self._results[key] = self._prune(criterion, ratio, recovery)
+            self._results[key] = self._measure(criterion, target, recovery)
         return self._results[key]
 
     def results(self) -> list[MethodResult]:
         return list(self._results.values())
 
-    def _prune(self, criterion_name: str, ratio: float, recovery: str) -> MethodResult:
-        check_ratio(ratio)
-        criterion = get_criterion(criterion_name)
+    def _scoring_context(self, criterion: Criterion) -> ScoringContext:
         s = self.settings
-        model, groups = self.info.model, self.groups
-        ctx = ScoringContext(
-            model=model,
-            groups=groups,
+        return ScoringContext(
+            model=self.info.model,
+            groups=self.groups,
             batches=self.calibration if criterion.needs_data else [],
             seed=s.seed,
             device=torch.device(s.device),
         )
-        torch.manual_seed(s.seed)
-        start = time.perf_counter()
-        plan = criterion.plan(ctx, ratio, s.allocation)  # type: ignore[arg-type]
-        score_seconds = time.perf_counter() - start
-        model.eval()
-        start = time.perf_counter()
-        pruned = prune_model(model, groups, plan, self.example_input)
-        prune_seconds = time.perf_counter() - start
-        equivalence = max_abs_difference(model, pruned, groups, plan, self.equivalence_input)
-        if recovery not in ("", "none"):
-            raise SpecError(f"recovery {recovery!r} is not available in this version")
-        top1 = evaluate(pruned, self.data.evaluation, s.device).top1
-        count = count_model(pruned, self.example_input)
+
+    def _plan(self, criterion: Criterion, target: Target) -> tuple[PrunePlan, float]:
+        """The criterion's plan for a channel fraction, or for the fraction that meets a budget."""
+        ctx = self._scoring_context(criterion)
+        allocation = self.settings.allocation
+        if isinstance(target, float):
+            return criterion.plan(ctx, target, allocation), target  # type: ignore[arg-type]
+        # Budgets: search the fraction on the criterion's one-shot scores (cheap to re-plan),
+        # then let the criterion plan once at that fraction (iterative ones re-score there).
+        scores = criterion.scores(ctx)
+        cost = PlanCost(self.info.model, self.groups, self.dense_count)
+        ratio = ratio_for_budget(
+            target, cost, lambda r: plan_from_scores(self.groups, scores, r, allocation)  # type: ignore[arg-type]
+        )
+        return criterion.plan(ctx, ratio, allocation), ratio  # type: ignore[arg-type]
+
+    def one_shot(self, criterion_name: str, target: Target) -> OneShot:
+        key = (criterion_name, target_label(target))
+        if key not in self._one_shot:
+            criterion = get_criterion(criterion_name)
+            model = self.info.model
+            torch.manual_seed(self.settings.seed)
+            start = time.perf_counter()
+            plan, ratio = self._plan(criterion, target)
+            score_seconds = time.perf_counter() - start
+            model.eval()
+            start = time.perf_counter()
+            pruned = prune_model(model, self.groups, plan, self.example_input)
+            prune_seconds = time.perf_counter() - start
+            self._one_shot[key] = OneShot(
+                plan=plan,
+                ratio=ratio,
+                model=pruned,
+                top1=evaluate(pruned, self.data.evaluation, self.settings.device).top1,
+                count=count_model(pruned, self.example_input),
+                score_seconds=score_seconds,
+                prune_seconds=prune_seconds,
+                equivalence_max_abs=max_abs_difference(
+                    model, pruned, self.groups, plan, self.equivalence_input
+                ),
+            )
+        return self._one_shot[key]
+
+    def _measure(self, criterion_name: str, target: Target, recovery: str) -> MethodResult:
+        shot = self.one_shot(criterion_name, target)
+        s = self.settings
+        model, top1, recovery_seconds = shot.model, shot.top1, 0.0
+        if recovery != "none":
+            recovered = parse_recovery(recovery).recover(
+                self.info.model, shot.model, self.data, seed=s.seed, device=s.device,
+                progress=self.progress, groups=self.groups, plan=shot.plan,
+            )
+            model, recovery_seconds = recovered.model, recovered.seconds
+            top1 = evaluate(model, self.data.evaluation, s.device).top1
+        groups = self.groups
         return MethodResult(
             model=self.name,
             criterion=criterion_name,
-            ratio=ratio,
-            recovery=recovery or "none",
-            method=method_id(criterion_name, ratio, recovery),
+            ratio=shot.ratio,
+            recovery=recovery,
+            method=method_id(criterion_name, target, recovery),
             top1_dense=self.dense_top1,
             top1_pruned=top1,
+            top1_one_shot=shot.top1,
+            recovery_seconds=recovery_seconds,
             macs_dense=self.dense_count.macs,
-            macs_pruned=count.macs,
+            macs_pruned=shot.count.macs,
             params_dense=self.dense_count.params,
-            params_pruned=count.params,
-            score_seconds=score_seconds,
-            prune_seconds=prune_seconds,
-            equivalence_max_abs=equivalence,
+            params_pruned=shot.count.params,
+            score_seconds=shot.score_seconds,
+            prune_seconds=shot.prune_seconds,
+            equivalence_max_abs=shot.equivalence_max_abs,
             channels_total=sum(g.size for g in groups),
-            channels_removed=plan.count(),
-            removed_per_group={g.name: len(plan.remove.get(g.name, ())) for g in groups},
-            pruned_model=pruned,
-            plan=plan,
+            channels_removed=shot.plan.count(),
+            target=target_label(target),
+            removed_per_group={g.name: len(shot.plan.remove.get(g.name, ())) for g in groups},
+            pruned_model=model,
+            plan=shot.plan,
         )
