@@ -1,0 +1,146 @@
+"""Channel groups from the dependency graph.
+
+Torch-Pruning's ``get_all_groups`` assumes that all output channels of a root layer share one
+coupling. The option-A shortcut breaks that: the stage-2 transition conv's channels 8..23 are tied
+(through the shortcut) to the stage-1 stream, its channels 0..7 and 24..31 (zero-padded in the
+shortcut) to nothing upstream. So we enumerate groups ourselves: walk root layers (convs and
+linears, in module order), ask for the group of their still-uncovered output channels, and split
+those channels by the set of slices each one reaches, so that every group has uniform membership.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import TraceError
+from ..groups import ChannelGroup, GroupMember, is_conv_or_linear
+from .graph import TracedModel, trace_model
+from .slices import RootChannelReach, member_slices, slices_by_root_channel, unsupported_reason
+
+
+def _partition(reach: dict[int, RootChannelReach]) -> list[list[int]]:
+    """Root channels grouped by the exact set of slices they reach, lowest channel first."""
+    parts: dict[frozenset, list[int]] = {}
+    for channel in sorted(reach):
+        parts.setdefault(frozenset(reach[channel].slices), []).append(channel)
+    return list(parts.values())
+
+
+def _members(
+    traced: TracedModel,
+    root: str,
+    channels: list[int],
+    reach: dict[int, RootChannelReach],
+    order: dict[str, int],
+) -> tuple[GroupMember, ...]:
+    per_channel = [member_slices(traced, reach[c]) for c in channels]
+    members = [
+        GroupMember(name, role, tuple(tuple(slices[(name, role)]) for slices in per_channel))
+        for name, role in per_channel[0]
+    ]
+    members.sort(key=lambda m: (m.module != root, order[m.module], m.role != "producer"))
+    return tuple(members)
+
+
+def _mark_covered(traced: TracedModel, tp_group, covered: set[tuple[nn.Module, int]]) -> None:
+    """Record the conv/linear output channels the group reaches: no later root asks for them."""
+    for item in tp_group:
+        module = item.dep.target.module
+        if is_conv_or_linear(module) and traced.role(item.dep.handler) == "producer":
+            covered.update((module, i) for i in item.idxs)
+
+
+def _claim(group: ChannelGroup, claimed: dict[tuple[str, str, int], str]) -> None:
+    """Every (module, role, position) may be in one returned group only.
+
+    A layer Torch-Pruning misreads (a grouped conv it takes for a depthwise one) can tie unrelated
+    channels together; the groups that reach it are dropped or refused, and this check makes sure
+    nothing of that leaks into the groups we return.
+    """
+    for m in group.members:
+        for idx in m.indices:
+            for i in idx:
+                other = claimed.setdefault((m.module, m.role, i), group.name)
+                if other != group.name:
+                    raise TraceError(
+                        f"position {i} of {m.module!r} ({m.role}) is tied to both channel group "
+                        f"{other!r} and {group.name!r}: the dependency graph couples channels "
+                        f"pytest-prune cannot separate; pass ignore=[{group.root!r}] to leave "
+                        "the second group's channels alone"
+                    )
+
+
+def _keep_or_explain(
+    traced: TracedModel,
+    name: str,
+    root: str,
+    channels: list[int],
+    reach: dict[int, RootChannelReach],
+    frozen: set[str],
+) -> bool:
+    """Whether the channels may be removed; raises when they are tied to a layer we cannot prune."""
+    if any(reach[c].boundary for c in channels):
+        return False
+    slices = reach[channels[0]].slices
+    producers = {traced.module_name(node) for node, role in slices if role == "producer"}
+    if producers & frozen:
+        return False
+    for node, _ in slices:
+        why = unsupported_reason(node, traced)
+        if why:
+            raise TraceError(
+                f"channel group {name!r} is tied to {traced.describe(node)}, which cannot be "
+                f"pruned exactly: {why}; pass ignore=[{root!r}] (or another "
+                "layer producing these channels) to keep them"
+            )
+    return True
+
+
+def find_channel_groups(
+    model: nn.Module, example_input: torch.Tensor, *, ignore: Iterable[str] = ()
+) -> list[ChannelGroup]:
+    """The model's prunable channel groups, covering every prunable output channel once.
+
+    A group is named after its root layer (the first conv or linear, in module order, producing
+    its channels), with ``#k`` appended when that layer's channels split into several groups.
+    Channels tied to a model output (the classifier's logits), to the model input, or to a
+    layer named in ``ignore`` as one of their producers are left out. The model's weights and
+    train/eval modes are left as they were. Raises :class:`TraceError` for models that cannot be traced and for channels
+    tied to layers that cannot be pruned exactly.
+    """
+    ignore = set(ignore)
+    known = [name for name, _ in model.named_modules()]
+    unknown = sorted(ignore - set(known))
+    if unknown:
+        raise TraceError(
+            f"ignore names {unknown[:5]}, not modules of {type(model).__name__}; use names "
+            "from model.named_modules(), e.g. 'fc' or 'layer1.0.conv1'"
+        )
+    traced = trace_model(model, example_input, ignore)
+    graph = traced.graph
+    order = {name: i for i, name in enumerate(known)}
+    covered: set[tuple[nn.Module, int]] = set()
+    claimed: dict[tuple[str, str, int], str] = {}
+    groups: list[ChannelGroup] = []
+    for root_name, root in model.named_modules():
+        if not is_conv_or_linear(root) or root not in graph.module2node:
+            continue
+        pruner = traced.pruner(root)
+        uncovered = [c for c in range(pruner.get_out_channels(root)) if (root, c) not in covered]
+        if not uncovered:
+            continue
+        tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, uncovered)
+        _mark_covered(traced, tp_group, covered)
+        reach = slices_by_root_channel(traced, tp_group)
+        parts = _partition(reach)
+        for k, channels in enumerate(parts):
+            name = root_name if len(parts) == 1 else f"{root_name}#{k}"
+            if _keep_or_explain(traced, name, root_name, channels, reach, ignore):
+                members = _members(traced, root_name, channels, reach, order)
+                group = ChannelGroup(name, root_name, tuple(channels), members)
+                _claim(group, claimed)
+                groups.append(group)
+    return groups
