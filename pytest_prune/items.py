@@ -7,6 +7,7 @@ import pytest
 from .baselines import Baseline, BaselineStore, settings_mismatch
 from .errors import BaselineError, PruneError
 from .gates import CHECKS, compare, new_baselines
+from .methods import has_surgery, is_ratio_free
 from .run import MethodResult, method_id
 from .session import GateState
 
@@ -25,9 +26,12 @@ class ModelGates(pytest.Collector):
     def collect(self):
         opts = self.state.options
         for criterion in opts.criteria:
-            for ratio in opts.ratios:
+            # ratio-free methods (tucker-vbmf, meanvar+tucker) run once, not per ratio
+            ratios = [None] if is_ratio_free(criterion) else opts.ratios
+            checks = [c for c in CHECKS if c != "surgery_equivalence" or has_surgery(criterion)]
+            for ratio in ratios:
                 for recovery in opts.recoveries:
-                    for check in CHECKS:
+                    for check in checks:
                         yield GateItem.from_parent(
                             self,
                             name=f"{method_id(criterion, ratio, recovery)}::{check}",

@@ -55,10 +55,10 @@ def pytest_configure(config: pytest.Config) -> None:
             update=bool(options.get(config, "prune-update-baselines")),
             report=Path(report) if report else None,
         )
-        from .criteria import get_criterion
+        from .methods import check_method
 
         for name in gate_options.criteria:
-            get_criterion(name)  # fail now, at configure time, on a misspelt criterion
+            check_method(name)  # fail now, at configure time, on a misspelt criterion
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
     run = PruneRun(settings)

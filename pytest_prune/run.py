@@ -26,7 +26,8 @@ from .embedded import trained_lenet5
 from .equivalence import max_abs_difference
 from .errors import SpecError
 from .groups import ChannelGroup
-from .measure import ModelCount, count_model, evaluate
+from .measure import ModelCount, count_model, evaluate, serialised_bytes
+from .methods import DECOMPOSITIONS, is_ratio_free, has_surgery, low_dimensional_groups, meanvar_auto_plan, tucker
 from .models import ModelInfo, load_model
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery
@@ -92,14 +93,15 @@ def method_id(criterion: str, target: Target | None, recovery: str = "none") -> 
 class OneShot:
     """A pruned model straight out of surgery, before any recovery."""
 
-    plan: PrunePlan
-    ratio: float
+    plan: PrunePlan | None  # None for a pure decomposition
+    ratio: float | None
     model: nn.Module
     top1: float
     count: ModelCount
     score_seconds: float
     prune_seconds: float
-    equivalence_max_abs: float
+    equivalence_max_abs: float | None  # None where no channels were removed by surgery
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -121,10 +123,13 @@ class MethodResult:
     params_pruned: int
     score_seconds: float
     prune_seconds: float
-    equivalence_max_abs: float
+    equivalence_max_abs: float | None
+    storage_bytes_dense: int
+    storage_bytes_compressed: int
     channels_total: int
     channels_removed: int
-    target: str = ""  # as given: "0.5", "macs0.5"
+    target: str = ""  # as given: "0.5", "macs0.5"; empty for ratio-free methods
+    notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
     plan: PrunePlan | None = field(default=None, repr=False, compare=False)
@@ -143,17 +148,19 @@ class MethodResult:
 
     def checks(self) -> dict[str, float]:
         """The values the gates compare with the baseline."""
-        return {
+        values = {
             "accuracy_drop": self.accuracy_drop,
             "macs_reduction": 1.0 - self.macs_kept,
             "params_reduction": 1.0 - self.params_kept,
-            "surgery_equivalence": self.equivalence_max_abs,
         }
+        if self.equivalence_max_abs is not None:
+            values["surgery_equivalence"] = self.equivalence_max_abs
+        return values
 
     def row(self) -> dict[str, Any]:
         """A flat record for results.csv / results.json."""
         data = asdict(self)
-        for key in ("pruned_model", "plan", "removed_per_group"):
+        for key in ("pruned_model", "plan", "removed_per_group", "notes"):
             data.pop(key, None)
         data["accuracy_drop"] = self.accuracy_drop
         data["macs_kept"] = self.macs_kept
@@ -224,6 +231,10 @@ class PruneRun:
         return count_model(self.info.model, self.example_input)
 
     @cached_property
+    def dense_storage(self) -> int:
+        return serialised_bytes(self.info.model)
+
+    @cached_property
     def calibration(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.data.calibration_batches(
             self.settings.calibration_images, batch_size=64, device=self.settings.device
@@ -241,8 +252,12 @@ class PruneRun:
         }
 
     # -- one method ---------------------------------------------------------------------------
-    def method(self, criterion: str, target: Target | str, recovery: str = "none") -> MethodResult:
+    def method(self, criterion: str, target: Target | str | None, recovery: str = "none") -> MethodResult:
         target = parse_target(target) if isinstance(target, str) else target
+        if target is not None and is_ratio_free(criterion):
+            target = None  # the method chooses its own amount (e.g. tucker-vbmf)
+        if target is None and not is_ratio_free(criterion):
+            raise SpecError(f"{criterion!r} needs a ratio or budget (e.g. 0.5 or macs:0.5)")
         recovery = parse_recovery(recovery or "none").name
         key = (criterion, target_label(target), recovery)
         if key not in self._results:
@@ -277,34 +292,68 @@ class PruneRun:
         )
         return criterion.plan(ctx, ratio, allocation), ratio  # type: ignore[arg-type]
 
-    def one_shot(self, criterion_name: str, target: Target) -> OneShot:
+    def one_shot(self, criterion_name: str, target: Target | None) -> OneShot:
+        """The compressed model straight out of surgery (or decomposition), cached."""
         key = (criterion_name, target_label(target))
-        if key not in self._one_shot:
+        if key in self._one_shot:
+            return self._one_shot[key]
+        if criterion_name in DECOMPOSITIONS or criterion_name == "meanvar-auto":
+            self._one_shot[key] = self._compress(criterion_name, target)
+        else:
             criterion = get_criterion(criterion_name)
-            model = self.info.model
             torch.manual_seed(self.settings.seed)
             start = time.perf_counter()
             plan, ratio = self._plan(criterion, target)
-            score_seconds = time.perf_counter() - start
-            model.eval()
-            start = time.perf_counter()
-            pruned = prune_model(model, self.groups, plan, self.example_input)
-            prune_seconds = time.perf_counter() - start
-            self._one_shot[key] = OneShot(
-                plan=plan,
-                ratio=ratio,
-                model=pruned,
-                top1=evaluate(pruned, self.data.evaluation, self.settings.device).top1,
-                count=count_model(pruned, self.example_input),
-                score_seconds=score_seconds,
-                prune_seconds=prune_seconds,
-                equivalence_max_abs=max_abs_difference(
-                    model, pruned, self.groups, plan, self.equivalence_input
-                ),
-            )
+            self._one_shot[key] = self._pruned_shot(plan, time.perf_counter() - start, ratio)
         return self._one_shot[key]
 
-    def _measure(self, criterion_name: str, target: Target, recovery: str) -> MethodResult:
+    def _pruned_shot(self, plan: PrunePlan, score_seconds: float, ratio: float | None) -> OneShot:
+        model = self.info.model.eval()
+        start = time.perf_counter()
+        pruned = prune_model(model, self.groups, plan, self.example_input)
+        return OneShot(
+            plan=plan,
+            ratio=ratio,
+            model=pruned,
+            top1=evaluate(pruned, self.data.evaluation, self.settings.device).top1,
+            count=count_model(pruned, self.example_input),
+            score_seconds=score_seconds,
+            prune_seconds=time.perf_counter() - start,
+            equivalence_max_abs=max_abs_difference(model, pruned, self.groups, plan, self.equivalence_input),
+        )
+
+    def _compress(self, method: str, target: Target | None) -> OneShot:
+        """Decompositions and the statistics method's own mode (see :mod:`pytest_prune.methods`)."""
+        if isinstance(target, Budget):
+            raise SpecError(f"{method!r} takes rank fractions, not budgets such as {target.label}")
+        model = self.info.model.eval()
+        total = sum(g.size for g in self.groups)
+        start = time.perf_counter()
+        if method == "tucker" or method == "tucker-vbmf":
+            decomposed = tucker(model, self.example_input, method, target)
+            seconds = time.perf_counter() - start
+            return OneShot(
+                plan=None, ratio=target, model=decomposed.model,
+                top1=evaluate(decomposed.model, self.data.evaluation, self.settings.device).top1,
+                count=count_model(decomposed.model, self.example_input),
+                score_seconds=seconds, prune_seconds=0.0, equivalence_max_abs=None,
+                notes=decomposed.notes,
+            )
+        groups = self.groups
+        if method == "meanvar+tucker":
+            groups = low_dimensional_groups(model, self.groups)
+        ctx = ScoringContext(model=model, groups=groups, seed=self.settings.seed)
+        plan = meanvar_auto_plan(ctx)
+        shot = self._pruned_shot(plan, time.perf_counter() - start, plan.count() / total)
+        if method == "meanvar+tucker":
+            decomposed = tucker(shot.model, self.example_input, method, None)
+            shot.model = decomposed.model
+            shot.notes = decomposed.notes
+            shot.top1 = evaluate(decomposed.model, self.data.evaluation, self.settings.device).top1
+            shot.count = count_model(decomposed.model, self.example_input)
+        return shot
+
+    def _measure(self, criterion_name: str, target: Target | None, recovery: str) -> MethodResult:
         shot = self.one_shot(criterion_name, target)
         s = self.settings
         model, top1, recovery_seconds = shot.model, shot.top1, 0.0
@@ -333,10 +382,15 @@ class PruneRun:
             score_seconds=shot.score_seconds,
             prune_seconds=shot.prune_seconds,
             equivalence_max_abs=shot.equivalence_max_abs,
+            storage_bytes_dense=self.dense_storage,
+            storage_bytes_compressed=serialised_bytes(model),
             channels_total=sum(g.size for g in groups),
-            channels_removed=shot.plan.count(),
+            channels_removed=shot.plan.count() if shot.plan else 0,
             target=target_label(target),
-            removed_per_group={g.name: len(shot.plan.remove.get(g.name, ())) for g in groups},
+            notes=list(shot.notes),
+            removed_per_group={
+                g.name: len(shot.plan.remove.get(g.name, ())) for g in groups if shot.plan
+            },
             pruned_model=model,
             plan=shot.plan,
         )

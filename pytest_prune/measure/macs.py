@@ -17,6 +17,7 @@ not parameters.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from math import prod
 
@@ -79,6 +80,13 @@ def count_model(model: nn.Module, example_input: torch.Tensor) -> ModelCount:
             layers.append(LayerCount(name, type(module).__name__, macs.get(name, 0), own))
     total_params = sum(p.numel() for p in model.parameters())
     return ModelCount(sum(macs.values()), total_params, layers)
+
+
+def serialised_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the storage a shipped checkpoint takes."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
 
 
 def storage_bytes(model: nn.Module) -> int:

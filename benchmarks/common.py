@@ -1,0 +1,97 @@
+"""Shared set-up of the benchmarks: the pretrained CIFAR ResNets and their data.
+
+The weights and data live outside the repository (``../shared/data/cifar10`` or the folder named by
+``PRUNE_CIFAR10_DIR``); every benchmark exits with a clear message when they are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from pytest_prune.budget import Budget, PlanCost, ratio_for_budget
+from pytest_prune.criteria import Criterion, ScoringContext, Scores
+from pytest_prune.data import load_data
+from pytest_prune.data.bundle import DataBundle
+from pytest_prune.groups import ChannelGroup
+from pytest_prune.measure import ModelCount, count_model, evaluate
+from pytest_prune.models import ModelInfo, load_model
+from pytest_prune.plan import PrunePlan, plan_from_scores
+from pytest_prune.surgery import find_channel_groups, prune_model
+
+INNER = re.compile(r"^layer\d+\.\d+\.conv1$")
+
+
+def data_dir() -> Path:
+    folder = Path(os.environ.get("PRUNE_CIFAR10_DIR", Path(__file__).resolve().parents[2] / "shared/data/cifar10"))
+    if not (folder / "cifar10-test-exact932.npz").is_file():
+        sys.exit(f"benchmark needs the CIFAR-10 data and weights in {folder} (set PRUNE_CIFAR10_DIR)")
+    return folder
+
+
+@dataclass
+class Setup:
+    info: ModelInfo
+    data: DataBundle
+    groups: list[ChannelGroup]
+    example: torch.Tensor
+    dense_top1: float
+    dense_count: ModelCount
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def setup(model: str, scope: str = "all", calibration: int = 512) -> Setup:
+    folder = data_dir()
+    depth = model.removeprefix("cifar-resnet")
+    info = load_model(model, str(folder / f"resnet{depth}.th"))
+    info.model.eval()
+    data = load_data(f"cifar10:{folder}")
+    example = next(iter(data.loader("evaluation", batch_size=2)))[0]
+    groups = find_channel_groups(info.model, example)
+    if scope == "inner":  # each block's inner channel only (conv1 out → bn1 → conv2 in)
+        groups = [g for g in groups if INNER.match(g.root)]
+    return Setup(
+        info, data, groups, example,
+        evaluate(info.model, data.evaluation).top1,
+        count_model(info.model, example),
+        data.calibration_batches(calibration, batch_size=64),
+    )
+
+
+def timed(fn: Callable):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def plan_for_budget(
+    s: Setup, budget: Budget, scores: Scores, criterion: Criterion | None, ctx: ScoringContext | None
+) -> tuple[PrunePlan, float]:
+    """Layer-wise plan meeting ``budget``; iterative criteria re-plan at the fraction found."""
+    cost = PlanCost(s.info.model, s.groups, s.dense_count)
+    ratio = ratio_for_budget(budget, cost, lambda r: plan_from_scores(s.groups, scores, r))
+    if criterion is not None and type(criterion).plan is not Criterion.plan:
+        return criterion.plan(ctx, ratio), ratio
+    return plan_from_scores(s.groups, scores, ratio), ratio
+
+
+def measure(s: Setup, plan: PrunePlan, recoveries: Sequence[str] = ("none", "bn")) -> dict[str, float]:
+    from pytest_prune.recovery import parse_recovery
+
+    pruned = prune_model(s.info.model, s.groups, plan, s.example)
+    out = {"macs_kept": count_model(pruned, s.example).macs / s.dense_count.macs}
+    for recovery in recoveries:
+        model, seconds = pruned, 0.0
+        if recovery != "none":
+            result = parse_recovery(recovery).recover(s.info.model, pruned, s.data, seed=0, groups=s.groups, plan=plan)
+            model, seconds = result.model, result.seconds
+        out[f"top1_{recovery}"] = evaluate(model, s.data.evaluation).top1
+        out[f"seconds_{recovery}"] = seconds
+    return out

@@ -1,0 +1,90 @@
+"""Criteria side by side on the pretrained CIFAR ResNets, at equal MACs.
+
+For each model, every criterion of ours and Torch-Pruning's own (group L1, Taylor |w·∂L/∂w|, LAMP,
+BatchNorm scale) scores the same channel groups; a layer-wise plan at the same MACs budget is cut
+from each; the table gives MACs kept, one-shot top-1 on the exact 932 test images with and without
+BatchNorm recalibration (``bn``: statistics re-estimated on 2,048 JPEG training images), and the
+scoring time. Then CAR's fast scorer is timed against the straightforward one (one full forward
+pass per candidate) on the same channels, with the scores compared for identity.
+
+    python benchmarks/criteria.py [--models cifar-resnet20,cifar-resnet56] [--budget macs:0.59]
+                                  [--scope inner|all] [--calibration 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+
+from common import measure, plan_for_budget, setup, timed
+from pytest_prune.budget import parse_budget
+from pytest_prune.criteria import ScoringContext, get_criterion
+from pytest_prune.criteria.car import CAR, car_scores
+from pytest_prune.surgery.reference_importance import REFERENCE_IMPORTANCES, torch_pruning_scores
+
+OURS = ("l1", "taylor", "taylor-plain", "attribution", "meanvar", "cpmc", "car", "random")
+
+
+def criterion_rows(model: str, budget_text: str, scope: str, calibration: int) -> list[dict]:
+    s = setup(model, scope, calibration)
+    budget = parse_budget(budget_text)
+    rows = []
+    print(f"{model}: dense top-1 {s.dense_top1:.4f}, {len(s.groups)} groups ({scope})", flush=True)
+    for name in OURS + REFERENCE_IMPORTANCES:
+        torch.manual_seed(0)
+        if name.startswith("tp-"):
+            criterion, ctx = None, None
+            scores, seconds = timed(lambda: torch_pruning_scores(s.info.model, s.groups, s.example, name, s.batches))
+        else:
+            criterion = get_criterion(name)
+            if name == "car":
+                # one greedy round per group keeps CAR to minutes on a CPU; the fast scorer is used
+                criterion = CAR(max_samples=256, per_step=1_000)
+            ctx = ScoringContext(s.info.model, s.groups, s.batches if criterion.needs_data else [], seed=0)
+            scores, seconds = timed(lambda: criterion.scores(ctx))
+        (plan, ratio), plan_seconds = timed(lambda: plan_for_budget(s, budget, scores, criterion, ctx))
+        row = {"model": model, "criterion": name, "ratio": round(ratio, 4), **measure(s, plan)}
+        row["score_seconds"] = seconds + plan_seconds
+        rows.append(row)
+        print(f"  {name:<14} top1 one-shot {row['top1_none']:.4f}  +bn {row['top1_bn']:.4f}  "
+              f"MACs kept {row['macs_kept']:.4f}  {row['score_seconds']:.1f}s", flush=True)
+    return rows
+
+
+def car_timing(model: str, samples: int) -> dict:
+    s = setup(model, "all", samples)
+    fast, fast_s = timed(lambda: car_scores(s.info.model, s.groups, s.batches, fast=True))
+    slow, slow_s = timed(lambda: car_scores(s.info.model, s.groups, s.batches, fast=False))
+    identical = all(torch.equal(fast[k], slow[k]) for k in slow)
+    return {"model": model, "channels": sum(g.size for g in s.groups), "images": samples,
+            "reference_s": slow_s, "fast_s": fast_s, "speedup": slow_s / fast_s, "identical": identical}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="cifar-resnet20,cifar-resnet56")
+    parser.add_argument("--budget", default="macs:0.59")
+    parser.add_argument("--scope", default="inner", choices=("inner", "all"))
+    parser.add_argument("--calibration", type=int, default=512)
+    parser.add_argument("--car-images", type=int, default=256)
+    parser.add_argument("--skip-car-timing", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    rows = []
+    for model in args.models.split(","):
+        rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration))
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 200)
+    print(f"\nCriteria at {args.budget} (layer-wise, scope {args.scope}); top-1 on the exact 932")
+    print(table[["model", "criterion", "ratio", "macs_kept", "top1_none", "top1_bn", "score_seconds"]]
+          .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if not args.skip_car_timing:
+        timing = car_timing("cifar-resnet20", args.car_images)
+        print("\nCAR one-shot scores, fast vs straightforward (same run)")
+        print(pd.DataFrame([timing]).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
