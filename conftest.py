@@ -1,15 +1,13 @@
 """Repository-wide pytest configuration.
 
 The plugin itself is registered through the ``pytest11`` entry point of the installed package; this
-file only chooses the hypothesis settings profile: ``ci`` on CI (CI=true: 200+ examples per
-property, derandomized), ``dev`` otherwise, or whatever HYPOTHESIS_PROFILE names.
+file only chooses the hypothesis settings profile: ``ci`` when CI is set (200 examples per property,
+derandomized), ``dev`` otherwise, or whatever HYPOTHESIS_PROFILE names.
 """
-
-import os
 
 from hypothesis import settings
 
-from pytest_prune.strategies import register_profiles
+from pytest_prune.strategies import register_profiles, selected_profile
 
 register_profiles()
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
+settings.load_profile(selected_profile())

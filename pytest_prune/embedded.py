@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .data.colour_digits import colour_digits
 from .data.digits import SPLIT_RECIPE, load_digits_bundle
 from .errors import WeightsError
 from .models.lenet5 import LeNet5
@@ -45,6 +46,12 @@ RECIPE: dict = {
 }
 
 
+# The colour variant (3-channel LeNet-5 on colour-digits, where colour carries no label
+# information) for the colour-selectivity checks. Same schedule; its own cache file.
+COLOUR_RECIPE: dict = {**RECIPE, "architecture": "lenet5-colour", "data": "colour-digits", "in_channels": 3}
+RECIPES: dict[str, dict] = {"lenet5": RECIPE, "lenet5-colour": COLOUR_RECIPE}
+
+
 def recipe_hash(recipe: dict = RECIPE) -> str:
     """A short, stable digest of ``recipe`` (key order does not matter)."""
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -54,20 +61,21 @@ def cache_file(cache_dir: Path, recipe: dict = RECIPE) -> Path:
     return Path(cache_dir) / f"{recipe['architecture']}-{recipe['data']}-{recipe_hash(recipe)}.pt"
 
 
-def trained_lenet5(cache_dir: Path | None) -> dict[str, torch.Tensor]:
+def trained_lenet5(cache_dir: Path | None, recipe: dict = RECIPE) -> dict[str, torch.Tensor]:
     """The embedded LeNet-5's state dict: read from ``cache_dir`` if a good copy is there, else trained.
 
     A cache file that is unreadable or does not fit LeNet-5 is retrained and overwritten. With
-    ``cache_dir=None`` nothing is read or written.
+    ``cache_dir=None`` nothing is read or written. ``recipe`` is :data:`RECIPE` (grey digits) or
+    :data:`COLOUR_RECIPE` (colour digits).
     """
     if cache_dir is None:
-        return _train_lenet5(RECIPE)
-    path = cache_file(cache_dir)
+        return _train_lenet5(recipe)
+    path = cache_file(cache_dir, recipe)
     if path.is_file():
-        cached = _read_cached(path)
+        cached = _read_cached(path, recipe)
         if cached is not None:
             return cached
-    state = _train_lenet5(RECIPE)
+    state = _train_lenet5(recipe)
     try:
         _write_atomically(state, path)
     except OSError as exc:
@@ -76,11 +84,11 @@ def trained_lenet5(cache_dir: Path | None) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_cached(path: Path) -> dict[str, torch.Tensor] | None:
+def _read_cached(path: Path, recipe: dict = RECIPE) -> dict[str, torch.Tensor] | None:
     """The cached state dict, or ``None`` when the file is corrupt or holds other weights."""
     try:
         state = read_state_dict(path)  # weights_only=True: a cache file is never trusted as a pickle
-        LeNet5().load_state_dict(state, strict=True)
+        LeNet5(in_channels=recipe.get("in_channels", 1)).load_state_dict(state, strict=True)
     except (WeightsError, RuntimeError):
         return None
     return state
@@ -128,10 +136,10 @@ def _shifted(images: torch.Tensor, max_shift: int, generator: torch.Generator) -
 
 
 def _train_lenet5(recipe: dict) -> dict[str, torch.Tensor]:
-    bundle = load_digits_bundle()
+    bundle = load_digits_bundle() if recipe["data"] == "digits" else colour_digits()
     with _repeatable_cpu():
         torch.manual_seed(recipe["seed"])  # the initial weights; fork_rng keeps the caller's RNG as it was
-        model = LeNet5(num_classes=bundle.num_classes)
+        model = LeNet5(num_classes=bundle.num_classes, in_channels=recipe.get("in_channels", 1))
         augment = torch.Generator().manual_seed(recipe["seed"] + 1)
         loader = bundle.loader("train", recipe["batch_size"], shuffle=True, seed=recipe["seed"])
         optimiser = torch.optim.SGD(

@@ -17,7 +17,7 @@ from .baselines import CheckBaseline
 @dataclass(frozen=True)
 class CheckSpec:
     name: str
-    better: Literal["lower", "higher"]
+    better: Literal["lower", "higher", "either"]  # "either": a move either way is a change
     tolerance: float
     meaning: str
 
@@ -37,8 +37,24 @@ CHECKS: dict[str, CheckSpec] = {
             1e-5,
             "max |pruned(x) - masked dense(x)| over evaluation inputs",
         ),
+        # Integrated-gradients maps of 16 images; a mean rank correlation is stable to ~0.02.
+        CheckSpec(
+            "attribution_retention",
+            "higher",
+            0.05,
+            "mean Spearman correlation of dense and compressed attribution maps",
+        ),
+        # Which filters go is a finding, not a score: a change either way is worth a look.
+        CheckSpec(
+            "colour_selectivity",
+            "either",
+            0.1,
+            "share of colour-selective filters among the removed first-layer filters",
+        ),
     )
 }
+# Checked against --prune-min-speedup, not against a baseline: latency is machine-specific.
+SPEEDUP = CheckSpec("speedup", "higher", 0.0, "dense latency / compressed latency (CPU, median)")
 
 
 @dataclass(frozen=True)
@@ -50,22 +66,30 @@ class GateOutcome:
     passed: bool
 
     def explain(self) -> str:
-        spec = CHECKS[self.check]
-        limit = (
-            self.baseline + self.tolerance if spec.better == "lower" else self.baseline - self.tolerance
-        )
-        relation = "at most" if spec.better == "lower" else "at least"
+        spec = spec_of(self.check)
+        if spec.better == "either":
+            bound = f"within {self.baseline - self.tolerance:.6g} .. {self.baseline + self.tolerance:.6g}"
+        elif spec.better == "lower":
+            bound = f"at most {self.baseline + self.tolerance:.6g}"
+        else:
+            bound = f"at least {self.baseline - self.tolerance:.6g}"
         verdict = "ok" if self.passed else "REGRESSION"
         return (
             f"{self.check} ({spec.meaning}): measured {self.measured:.6g}, baseline "
             f"{self.baseline:.6g}, tolerance {self.tolerance:.3g} ({spec.better} is better; "
-            f"must be {relation} {limit:.6g}) -> {verdict}"
+            f"must be {bound}) -> {verdict}"
         )
 
 
+def spec_of(check: str) -> CheckSpec:
+    return SPEEDUP if check == SPEEDUP.name else CHECKS[check]
+
+
 def compare(check: str, measured: float, baseline: CheckBaseline) -> GateOutcome:
-    spec = CHECKS[check]
-    if spec.better == "lower":
+    spec = spec_of(check)
+    if spec.better == "either":
+        passed = abs(measured - baseline.value) <= baseline.tolerance
+    elif spec.better == "lower":
         passed = measured <= baseline.value + baseline.tolerance
     else:
         passed = measured >= baseline.value - baseline.tolerance
@@ -74,4 +98,4 @@ def compare(check: str, measured: float, baseline: CheckBaseline) -> GateOutcome
 
 def new_baselines(measured: Mapping[str, float]) -> dict[str, CheckBaseline]:
     """Baseline entries for freshly measured values, with the default tolerances."""
-    return {k: CheckBaseline(float(v), CHECKS[k].tolerance) for k, v in measured.items()}
+    return {k: CheckBaseline(float(v), CHECKS[k].tolerance) for k, v in measured.items() if k in CHECKS}

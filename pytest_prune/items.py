@@ -6,7 +6,8 @@ import pytest
 
 from .baselines import Baseline, BaselineStore, settings_mismatch
 from .errors import BaselineError, PruneError
-from .gates import CHECKS, compare, new_baselines
+from .baselines import CheckBaseline
+from .gates import CHECKS, SPEEDUP, compare, new_baselines
 from .methods import has_surgery, is_ratio_free
 from .run import MethodResult, method_id
 from .session import GateState
@@ -28,7 +29,13 @@ class ModelGates(pytest.Collector):
         for criterion in opts.criteria:
             # ratio-free methods (tucker-vbmf, meanvar+tucker) run once, not per ratio
             ratios = [None] if is_ratio_free(criterion) else opts.ratios
-            checks = [c for c in CHECKS if c != "surgery_equivalence" or has_surgery(criterion)]
+            # equivalence and colour checks need removed channels; pure decompositions have none
+            checks = [
+                c for c in CHECKS
+                if c not in ("surgery_equivalence", "colour_selectivity") or has_surgery(criterion)
+            ]
+            if opts.min_speedup is not None:
+                checks.append(SPEEDUP.name)
             for ratio in ratios:
                 for recovery in opts.recoveries:
                     for check in checks:
@@ -59,6 +66,10 @@ class GateItem(pytest.Item):
         result = run.method(self.criterion, self.ratio, self.recovery)
         store = BaselineStore(self.state.options.baselines)
         settings = run.settings_record(result.recovery)
+        if self.check == SPEEDUP.name:
+            minimum = CheckBaseline(self.state.options.min_speedup or 0.0, 0.0)
+            self._judge(compare(self.check, result.checks()[self.check], minimum), "--prune-min-speedup")
+            return
         if self.state.options.update:
             self._write_baseline(store, result, settings)
             return
@@ -76,10 +87,12 @@ class GateItem(pytest.Item):
                 "add it with --prune-update-baselines"
             )
         outcome = compare(self.check, result.checks()[self.check], baseline.checks[self.check])
+        self._judge(outcome, f"baseline file: {store.path(run.name, self.method)}")
+
+    def _judge(self, outcome, source: str) -> None:
         self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")
         if not outcome.passed:
-            raise PruneFailure(f"{self.nodeid}\n  {outcome.explain()}\n  baseline file: "
-                               f"{store.path(run.name, self.method)}")
+            raise PruneFailure(f"{self.nodeid}\n  {outcome.explain()}\n  {source}")
 
     def _write_baseline(self, store: BaselineStore, result: MethodResult, settings: dict) -> None:
         key = f"{result.model}::{self.method}"

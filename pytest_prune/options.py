@@ -47,6 +47,10 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-report", "string", None,
      "directory to write results.csv and results.json into (default: no report)."),
     ("prune-device", "string", "cpu", "torch device to run on (default: cpu)."),
+    ("prune-min-speedup", "string", None,
+     "also gate the CPU speed-up (dense latency / compressed latency, median of repeated runs "
+     "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
+     "(default: not gated)."),
 ]
 _FLAGS: list[tuple[str, str]] = [
     ("prune-update-baselines",
@@ -106,6 +110,15 @@ def parse_recoveries(value: str | None) -> list[str]:
     return [parse_recovery(item).name for item in split_list(value or "none", "prune-recovery")]
 
 
+def parse_min_speedup(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise SpecError(f"--prune-min-speedup {value!r} is not a number (e.g. 1.2)") from None
+
+
 def parse_seed(value: str | None) -> int:
     try:
         return int(value or 0)
@@ -124,6 +137,7 @@ class GateOptions:
     baselines: Path
     update: bool
     report: Path | None
+    min_speedup: float | None = None
 
 
 def baselines_dir(config: pytest.Config) -> Path:

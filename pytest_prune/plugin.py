@@ -54,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
             baselines=options.baselines_dir(config),
             update=bool(options.get(config, "prune-update-baselines")),
             report=Path(report) if report else None,
+            min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
         )
         from .methods import check_method
 
@@ -116,7 +117,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     state = _gate_state(session.config)
     if state is None or state.options.report is None or not state.run.results():
         return
-    written = write_report(state.run.results(), state.options.report)
+    written = write_report(state.run, state.options.report)
     state.notes.append(f"report written: {', '.join(str(p) for p in written)}")
 
 

@@ -1,4 +1,4 @@
-"""``--prune-report DIR``: results.csv and results.json, one row per measured method."""
+"""``--prune-report DIR``: results.csv, results.json and index.html, one row per measured method."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from .run import MethodResult
+from .measure.attribution import attribution_maps, predicted_classes
+from .report_html import write_html_report
+from .run import MethodResult, PruneRun
+
+REPORT_IMAGES = 4  # images whose attribution maps the page shows, dense beside compressed
 
 # The columns promised to users come first, in this order; any further measurements follow.
 LEADING_COLUMNS = [
@@ -34,8 +38,34 @@ def results_frame(results: Sequence[MethodResult]) -> pd.DataFrame:
     return frame[LEADING_COLUMNS + rest]
 
 
-def write_report(results: Sequence[MethodResult], directory: Path) -> list[Path]:
+def report_figures(run: PruneRun, results: Sequence[MethodResult]) -> dict:
+    """The page's per-method figures, drawn for the first method that removed channels."""
+    shown = next((r for r in results if r.plan is not None and r.pruned_model is not None), None)
+    if shown is None:
+        return {}
+    images = run.data.evaluation_images(REPORT_IMAGES)
+    method = run.settings.attribution_method
+    targets = predicted_classes(run.info.model, images)  # both explain the dense decision
+    dense = attribution_maps(run.info.model, images, targets, method, normalise=run.data.normalise)
+    pruned = attribution_maps(shown.pruned_model, images, targets, method, normalise=run.data.normalise)
+    removed = {
+        g.root: (len(shown.plan.remove.get(g.name, ())), g.size) for g in run.groups
+    }
+    return {
+        "attribution": {
+            "dense": dense.numpy(),
+            "pruned": pruned.numpy(),
+            "images": run.data.denormalise(images).clamp(0, 1).numpy(),
+            "label": f"{method.replace('_', ' ')} maps, dense {run.name} and {shown.method}",
+        },
+        "filters_removed": removed,
+        "colour_threshold": run.settings.colour_threshold,
+    }
+
+
+def write_report(run: PruneRun, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    results = run.results()
     frame = results_frame(results)
     csv_path = directory / "results.csv"
     json_path = directory / "results.json"
@@ -43,4 +73,7 @@ def write_report(results: Sequence[MethodResult], directory: Path) -> list[Path]
     # NaN is not JSON: missing measurements become null.
     records = json.loads(frame.to_json(orient="records"))
     json_path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-    return [csv_path, json_path]
+    html_path = write_html_report(
+        directory, frame, report_figures(run, results), title=f"pytest-prune report: {run.name}"
+    )
+    return [csv_path, json_path, html_path]

@@ -9,6 +9,7 @@ both drive this class.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -22,11 +23,14 @@ from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
 from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
-from .embedded import trained_lenet5
+from .embedded import RECIPES, trained_lenet5
 from .equivalence import max_abs_difference
 from .errors import SpecError
 from .groups import ChannelGroup
 from .measure import ModelCount, count_model, evaluate, serialised_bytes
+from .measure.attribution import attribution_retention
+from .measure.colour import COLOUR_SELECTIVE_THRESHOLD, colour_selective_share, colour_selectivity
+from .measure.latency import speedup
 from .methods import DECOMPOSITIONS, is_ratio_free, has_surgery, low_dimensional_groups, meanvar_auto_plan, tucker
 from .models import ModelInfo, load_model
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
@@ -47,6 +51,11 @@ class RunSettings:
     device: str = "cpu"
     calibration_images: int | None = None  # None: the whole calibration split
     equivalence_images: int = 32
+    attribution_images: int = 16
+    attribution_method: str = "integrated_gradients"  # or "saliency", "gradcam"
+    colour_images: int = 256  # evaluation images the colour-selectivity index ranks
+    colour_threshold: float = COLOUR_SELECTIVE_THRESHOLD
+    latency_repeats: int = 20
     cache_dir: Path | None = None  # where the embedded default's trained weights are kept
 
     def __post_init__(self):
@@ -129,6 +138,14 @@ class MethodResult:
     channels_total: int
     channels_removed: int
     target: str = ""  # as given: "0.5", "macs0.5"; empty for ratio-free methods
+    attribution_spearman: float | None = None
+    attribution_topk_iou: float | None = None
+    colour_selective_pruned: float | None = None  # share of removed first-layer filters
+    colour_selective_kept: float | None = None
+    colour_threshold: float | None = None
+    latency_dense_ms: float | None = None
+    latency_pruned_ms: float | None = None
+    speedup: float | None = None
     notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
@@ -155,6 +172,12 @@ class MethodResult:
         }
         if self.equivalence_max_abs is not None:
             values["surgery_equivalence"] = self.equivalence_max_abs
+        if self.attribution_spearman is not None:
+            values["attribution_retention"] = self.attribution_spearman
+        if self.colour_selective_pruned is not None:
+            values["colour_selectivity"] = self.colour_selective_pruned
+        if self.speedup is not None:
+            values["speedup"] = self.speedup
         return values
 
     def row(self) -> dict[str, Any]:
@@ -183,10 +206,11 @@ class PruneRun:
     def info(self) -> ModelInfo:
         s = self.settings
         info = load_model(s.model, s.weights, allow_pickle=s.allow_pickle)
-        if info.name == "lenet5" and not s.weights:
-            # The embedded default: trained on first use, then cached by its recipe.
-            info.model.load_state_dict(trained_lenet5(s.cache_dir))
-            info.weights = "embedded:lenet5-digits"
+        if info.name in RECIPES and not s.weights:
+            # The embedded defaults: trained on first use, then cached by their recipe.
+            recipe = RECIPES[info.name]
+            info.model.load_state_dict(trained_lenet5(s.cache_dir, recipe))
+            info.weights = f"embedded:{info.name}-{recipe['data']}"
         info.model.to(s.device).eval()
         return info
 
@@ -229,6 +253,32 @@ class PruneRun:
     @cached_property
     def dense_count(self) -> ModelCount:
         return count_model(self.info.model, self.example_input)
+
+    @cached_property
+    def first_layer(self) -> tuple[ChannelGroup, str, torch.Tensor] | None:
+        """The group holding the first conv's filters, the module whose output they are read at,
+        and the dense filters' response-based colour-selectivity index (0 for grey inputs)."""
+        first_conv = next(
+            (n for n, m in self.info.model.named_modules() if isinstance(m, nn.Conv2d)), None
+        )
+        group = next(
+            (g for g in self.groups for m in g.producers() if m.module == first_conv), None
+        )
+        if group is None:
+            return None
+        names = [m.module for m in group.producers()]
+        modules = dict(self.info.model.named_modules())
+        after = names[names.index(first_conv) + 1] if names.index(first_conv) + 1 < len(names) else None
+        layer = after if after and isinstance(modules[after], nn.modules.batchnorm._BatchNorm) else first_conv
+        images = self.data.evaluation_images(self.settings.colour_images)
+        if images.shape[1] != 3:
+            # grey input: the grey image is the image, so every filter's index is 0 by definition
+            return group, layer, torch.zeros(group.size)
+        csi = colour_selectivity(
+            self.info.model, layer, images,
+            denormalise=self.data.denormalise, normalise=self.data.normalise,
+        )
+        return group, layer, csi[list(group.root_indices)]
 
     @cached_property
     def dense_storage(self) -> int:
@@ -322,6 +372,31 @@ class PruneRun:
             equivalence_max_abs=max_abs_difference(model, pruned, self.groups, plan, self.equivalence_input),
         )
 
+    def _inspect(self, model: nn.Module, plan: PrunePlan | None) -> dict[str, Any]:
+        """What the compressed model kept of the dense one: attributions, colour filters, speed."""
+        s, dense = self.settings, self.info.model
+        images = self.data.evaluation_images(s.attribution_images).to(s.device)
+        retention = attribution_retention(
+            dense, model, images, method=s.attribution_method, normalise=self.data.normalise
+        )
+        timing = speedup(dense, model, self.equivalence_input, repeats=s.latency_repeats)
+        out: dict[str, Any] = {
+            "attribution_spearman": retention.spearman_mean,
+            "attribution_topk_iou": retention.topk_iou_mean,
+            "latency_dense_ms": timing.dense.median_ms,
+            "latency_pruned_ms": timing.pruned.median_ms,
+            "speedup": timing.speedup,
+        }
+        first = self.first_layer
+        if plan is not None and first is not None:
+            group, _, csi = first
+            share = colour_selective_share(csi, plan.remove.get(group.name, ()), s.colour_threshold)
+            # no filter removed from the first layer: none of the removed ones is colour-selective
+            out["colour_selective_pruned"] = 0.0 if math.isnan(share.pruned) else share.pruned
+            out["colour_selective_kept"] = share.kept
+            out["colour_threshold"] = s.colour_threshold
+        return out
+
     def _compress(self, method: str, target: Target | None) -> OneShot:
         """Decompositions and the statistics method's own mode (see :mod:`pytest_prune.methods`)."""
         if isinstance(target, Budget):
@@ -388,6 +463,7 @@ class PruneRun:
             channels_removed=shot.plan.count() if shot.plan else 0,
             target=target_label(target),
             notes=list(shot.notes),
+            **self._inspect(model, shot.plan),
             removed_per_group={
                 g.name: len(shot.plan.remove.get(g.name, ())) for g in groups if shot.plan
             },

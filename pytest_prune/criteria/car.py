@@ -279,7 +279,8 @@ class CAR(Criterion):
     masked model, equal to the pruned one); ties are broken by the increase of the mean loss
     (``ctx.loss_fn``): score = CAR + (½ + atan(ΔL)/π)/(2N), see :meth:`CarIndex.scores`.
 
-    :meth:`plan` is the greedy algorithm: remove the ``per_step`` (default 1) lowest-score channels,
+    :meth:`plan` is the greedy algorithm: remove the ``per_step`` (default 1, raised so that a target
+    takes at most ``max_rounds`` = 8 rounds) lowest-score channels,
     re-score the rest with them masked, repeat until the target count.
 
     * ``layerwise`` (the paper's way: layer by layer): groups are taken in order; each loses exactly
@@ -307,6 +308,7 @@ class CAR(Criterion):
     natural_allocation: ClassVar[str] = "layerwise"
     max_samples: int | None = 256
     per_step: int = 1
+    max_rounds: int | None = 8
     fast: bool = True
     copies: int | None = None
 
@@ -315,6 +317,7 @@ class CAR(Criterion):
         *,
         max_samples: int | None | object = _DEFAULT,
         per_step: int | None = None,
+        max_rounds: int | None = -1,
         fast: bool | None = None,
         copies: int | None = None,
     ):
@@ -323,10 +326,20 @@ class CAR(Criterion):
             self.max_samples = max_samples  # type: ignore[assignment]
         if per_step is not None:
             self.per_step = per_step
+        if max_rounds != -1:
+            self.max_rounds = max_rounds
         if fast is not None:
             self.fast = fast
         if copies is not None:
             self.copies = copies
+
+    def _per_step(self, count: int) -> int:
+        """Channels removed per greedy round: ``per_step``, raised so that no target takes more
+        than ``max_rounds`` rounds (re-scoring after every single removal of a 120-unit layer
+        costs minutes on a CPU for little change in the ranking)."""
+        if self.max_rounds is None:
+            return self.per_step
+        return max(self.per_step, -(-count // self.max_rounds))
 
     def scorer(self, ctx: ScoringContext) -> CarScorer:
         batches = calibration_subset(ctx.batches, self.max_samples)
@@ -342,7 +355,8 @@ class CAR(Criterion):
         scorer = self.scorer(ctx)
         if allocation == "global":
             total = sum(g.size for g in ctx.groups)
-            steps = steps_for(int(math.floor(ratio * total + 0.5)), self.per_step)
+            count = int(math.floor(ratio * total + 0.5))
+            steps = steps_for(count, self._per_step(count))
             return iterative_plan(ctx.groups, ratio, "global", lambda removed: scorer.index(removed).scores(), steps)
         if allocation != "layerwise":
             raise SpecError(f"unknown allocation {allocation!r}: use one of {', '.join(ALLOCATIONS)}")
@@ -353,6 +367,7 @@ class CAR(Criterion):
                 removed = PrunePlan({**done, g.name: own.remove.get(g.name, ())})
                 return {g.name: scorer.index(removed, {g.name: _remaining(g, removed)}).scores()[g.name]}
 
-            steps = steps_for(removal_count(g.size, ratio), self.per_step)
+            count = removal_count(g.size, ratio)
+            steps = steps_for(count, self._per_step(count))
             done[g.name] = iterative_plan([g], ratio, "layerwise", rescore, steps).remove[g.name]
         return PrunePlan(done)

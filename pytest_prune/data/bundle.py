@@ -24,6 +24,28 @@ class DataBundle:
     evaluation: Dataset
     num_classes: int
     input_shape: tuple[int, int, int]
+    # per-channel mean and std the raw [0, 1] pixels were normalised with, where known: colour
+    # measurements need raw pixels (luminance is a property of raw RGB)
+    pixel_mean: tuple[float, ...] | None = None
+    pixel_std: tuple[float, ...] | None = None
+
+    def denormalise(self, images: torch.Tensor) -> torch.Tensor:
+        if self.pixel_mean is None or self.pixel_std is None:
+            return images
+        mean = torch.tensor(self.pixel_mean, dtype=images.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=images.dtype).view(-1, 1, 1)
+        return images * std + mean
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.pixel_mean is None or self.pixel_std is None:
+            return pixels
+        mean = torch.tensor(self.pixel_mean, dtype=pixels.dtype).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=pixels.dtype).view(-1, 1, 1)
+        return (pixels - mean) / std
+
+    def evaluation_images(self, count: int) -> torch.Tensor:
+        """The first ``count`` evaluation images as one tensor."""
+        return next(iter(self.loader("evaluation", batch_size=count)))[0]
 
     def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
         dataset = {"train": self.train, "calibration": self.calibration, "evaluation": self.evaluation}[split]

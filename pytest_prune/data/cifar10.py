@@ -112,6 +112,8 @@ def load_cifar10_bundle(
         evaluation=evaluation,
         num_classes=NUM_CLASSES,
         input_shape=input_shape,
+        pixel_mean=MEAN,
+        pixel_std=STD,
     )
 
 

@@ -98,4 +98,6 @@ def colour_digits(seed: int = 0, calibration_size: int | None = None) -> DataBun
         evaluation=TensorSamples(images[held_out_indices], labels[held_out_indices]),
         num_classes=10,
         input_shape=(3, SPLIT_RECIPE["size"], SPLIT_RECIPE["size"]),
+        pixel_mean=MEAN,
+        pixel_std=STD,
     )

@@ -8,12 +8,14 @@ from pathlib import Path
 from ..errors import DataError, SpecError
 from .bundle import DataBundle
 from .cifar10 import load_cifar10_bundle
+from .colour_digits import colour_digits
 from .digits import load_digits_bundle
 from .synthetic import synthetic_bundle
 from .user import load_user_data
 
 DATA_FORMS = (
     "digits",
+    "colour-digits",
     "cifar10",
     "cifar10:DIR",
     "cifar10-jpeg",
@@ -51,6 +53,8 @@ def load_data(
 def _resolve(spec: str, seed: int, calibration_size: int | None) -> DataBundle:
     if spec == "digits":
         return load_digits_bundle(calibration_size)
+    if spec == "colour-digits":
+        return colour_digits(seed=0, calibration_size=calibration_size)
     source, has_argument, argument = spec.partition(":")
     if source in ("cifar10", "cifar10-jpeg"):
         if has_argument and not argument.strip():

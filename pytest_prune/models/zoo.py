@@ -35,6 +35,12 @@ def _lenet5() -> ModelInfo:
     return ModelInfo("lenet5", "lenet5", LeNet5(), (1, 32, 32), 10, "digits")
 
 
+def _lenet5_colour() -> ModelInfo:
+    return ModelInfo(
+        "lenet5-colour", "lenet5-colour", LeNet5(in_channels=3), (3, 32, 32), 10, "colour-digits"
+    )
+
+
 def _cifar(depth: int) -> Callable[[], ModelInfo]:
     def build() -> ModelInfo:
         name = f"cifar-resnet{depth}"
@@ -44,7 +50,7 @@ def _cifar(depth: int) -> Callable[[], ModelInfo]:
     return build
 
 
-_ZOO: dict[str, Callable[[], ModelInfo]] = {"lenet5": _lenet5}
+_ZOO: dict[str, Callable[[], ModelInfo]] = {"lenet5": _lenet5, "lenet5-colour": _lenet5_colour}
 _ZOO.update({f"cifar-resnet{d}": _cifar(d) for d in CIFAR_RESNET_DEPTHS})
 
 
