@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 FAST = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
-CHECKS = ["accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence"]
+CHECKS = sorted(["accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence",
+                 "attribution_retention", "colour_selectivity"])
 
 
 def _run(pytester, *args):
@@ -30,7 +31,7 @@ def test_help_lists_every_option_with_its_default(pytester):
 
 def test_missing_baseline_fails_and_says_how_to_write_it(pytester):
     result = _run(pytester, "-v")
-    result.assert_outcomes(failed=4)
+    result.assert_outcomes(failed=6)
     out = result.stdout.str()
     for check in CHECKS:
         assert f"lenet5::l1-0.5::{check}" in out
@@ -41,27 +42,27 @@ def test_missing_baseline_fails_and_says_how_to_write_it(pytester):
 
 def test_update_then_compare_passes(pytester):
     written = _run(pytester, "--prune-update-baselines")
-    written.assert_outcomes(passed=4)
+    written.assert_outcomes(passed=6)
     data = json.loads(_baseline_file(pytester).read_text())
     assert sorted(data["checks"]) == CHECKS
     assert data["settings"]["data"] == "digits"
     assert "baseline written" in written.stdout.str()
     compared = _run(pytester)
-    compared.assert_outcomes(passed=4)
+    compared.assert_outcomes(passed=6)
 
 
 def test_a_baseline_demanding_more_fails_with_measured_baseline_and_tolerance(pytester):
-    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=4)
+    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=6)
     path = _baseline_file(pytester)
     data = json.loads(path.read_text())
     data["checks"]["accuracy_drop"]["value"] = -0.5
     data["checks"]["macs_reduction"]["value"] = 0.99
     path.write_text(json.dumps(data))
     result = _run(pytester)
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=4, failed=2)
     out = result.stdout.str()
     assert "accuracy_drop (dense top-1 minus compressed top-1 (fraction)): measured" in out
-    assert "baseline -0.5, tolerance 0.01" in out
+    assert "baseline -0.5, tolerance 0.01" in out and "must be at most -0.49" in out
     assert "REGRESSION" in out
     assert "FAIL (accuracy_drop, macs_reduction)" in out  # summary row
     assert "Traceback" not in out
@@ -71,7 +72,7 @@ def test_corrupt_baseline_is_reported_without_traceback(pytester):
     _run(pytester, "--prune-update-baselines")
     _baseline_file(pytester).write_text("{ truncated")
     result = _run(pytester)
-    result.assert_outcomes(failed=4)
+    result.assert_outcomes(failed=6)
     out = result.stdout.str()
     assert "cannot be read" in out and "Traceback" not in out
 
@@ -79,7 +80,7 @@ def test_corrupt_baseline_is_reported_without_traceback(pytester):
 def test_baseline_from_other_settings_is_a_mismatch_not_a_comparison(pytester):
     _run(pytester, "--prune-update-baselines")
     result = _run(pytester, "--prune-seed=7")
-    result.assert_outcomes(failed=4)
+    result.assert_outcomes(failed=6)
     assert "seed: baseline 0, this run 7" in result.stdout.str()
 
 
@@ -95,7 +96,7 @@ def test_ini_keys_configure_the_gates(pytester):
         """
     )
     result = pytester.runpytest("-v")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=6)
     assert (pytester.path / "ini-bl" / "lenet5" / "random-0.3.json").is_file()
     assert "lenet5::random-0.3::accuracy_drop" in result.stdout.str()
 
@@ -136,9 +137,9 @@ def test_bad_options_are_usage_errors(pytester, args, message):
 def test_gates_alone_unless_test_paths_are_named(pytester):
     pytester.makepyfile(test_user="def test_fails():\n    assert False\n")
     gates_only = _run(pytester, "--prune-update-baselines")
-    gates_only.assert_outcomes(passed=4)
+    gates_only.assert_outcomes(passed=6)
     both = _run(pytester, "test_user.py")
-    both.assert_outcomes(passed=4, failed=1)
+    both.assert_outcomes(passed=6, failed=1)
 
 
 def test_fixtures_and_marker_for_user_tests(pytester):
@@ -163,3 +164,43 @@ def test_fixtures_and_marker_for_user_tests(pytester):
     )
     result = pytester.runpytest("test_user.py", "-p", "no:randomly")
     result.assert_outcomes(passed=3)
+
+
+def test_recovery_and_budget_ids_and_baselines(pytester):
+    result = _run(pytester, "--prune-ratios=macs:0.5", "--prune-recovery=none,bn",
+                  "--prune-update-baselines", "-v")
+    result.assert_outcomes(passed=12)
+    out = result.stdout.str()
+    assert "lenet5::l1-macs0.5::accuracy_drop" in out
+    assert "lenet5::l1-macs0.5+bn::accuracy_drop" in out
+    stored = json.loads((pytester.path / "bl" / "lenet5" / "l1-macs0.5+bn.json").read_text())
+    assert stored["settings"]["recovery"] == "bn"
+    # the budget is met: half the MACs kept, within the documented 2 %
+    reduction = stored["checks"]["macs_reduction"]["value"]
+    assert abs((1 - reduction) - 0.5) <= 0.02
+
+
+def test_baseline_of_another_recovery_is_a_mismatch(pytester):
+    _run(pytester, "--prune-update-baselines")
+    path = _baseline_file(pytester)
+    data = json.loads(path.read_text())
+    data["settings"]["recovery"] = "lsq"
+    path.write_text(json.dumps(data))
+    result = _run(pytester)
+    result.assert_outcomes(failed=6)
+    assert "recovery: baseline 'lsq', this run 'none'" in result.stdout.str()
+
+
+def test_ratio_free_methods_run_once_without_equivalence(pytester):
+    result = _run(pytester, "--prune-criteria=tucker-vbmf", "--prune-update-baselines", "-v")
+    out = result.stdout.str()
+    result.assert_outcomes(passed=4)  # no surgery: no equivalence or colour check
+    assert "lenet5::tucker-vbmf::macs_reduction" in out
+    assert "tucker-vbmf-0.5" not in out
+
+
+def test_min_speedup_gate_compares_with_the_option(pytester):
+    result = _run(pytester, "--prune-update-baselines", "--prune-min-speedup=1000")
+    result.assert_outcomes(passed=6, failed=1)
+    out = result.stdout.str()
+    assert "lenet5::l1-0.5::speedup" in out and "must be at least 1000" in out
