@@ -91,7 +91,7 @@ def load_candidate(
             "a torch.export program, checked to hold no pickles, compiled code or executable "
             "strings; it runs its captured graph, in the mode it was exported in"
         ]
-        return Candidate(model, "exported", name, layer_widths(model.state_dict()), notes)
+        return Candidate(model, "exported", name, layer_widths(model.program.state_dict()), notes)
     state = read_state_dict(file.path)
     if groups is None:
         groups = find_channel_groups(dense_model, example_input)

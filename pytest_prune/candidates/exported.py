@@ -173,6 +173,25 @@ def check_archive(file: CandidateFile) -> None:
                 ) from None
 
 
+class ExportedModel(nn.Module):
+    """An exported program's module behind the ``nn.Module`` interface the measurements use.
+
+    The captured graph runs in the mode it was exported in; ``train()``/``eval()`` only record the
+    flag here instead of raising (torch.export's module raises on ``.eval()``).
+    """
+
+    def __init__(self, program_module: nn.Module):
+        super().__init__()
+        self.program = program_module
+
+    def train(self, mode: bool = True) -> "ExportedModel":
+        self.training = mode
+        return self
+
+    def forward(self, x):
+        return self.program(x)
+
+
 def load_exported(file: CandidateFile, example_input: torch.Tensor) -> nn.Module:
     """The module of the exported program in ``file``, after :func:`check_archive`.
 
@@ -197,4 +216,4 @@ def load_exported(file: CandidateFile, example_input: torch.Tensor) -> nn.Module
             f"example input of shape {tuple(example_input.shape)} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); export it for this input shape"
         ) from None
-    return module
+    return ExportedModel(module)

@@ -73,6 +73,11 @@ def count_model(model: nn.Module, example_input: torch.Tensor) -> ModelCount:
         model.train(was_training)
         for h in hooks:
             h.remove()
+    if not hooks:
+        # No conv or linear modules to hook: a torch.export program, whose graph calls aten ops
+        # directly. Count the same multiply-accumulates from the ops (FLOPs / 2).
+        total = _macs_from_ops(model, example_input)
+        return ModelCount(total, sum(p.numel() for p in model.parameters()), [])
     layers = []
     for name, module in model.named_modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
@@ -80,6 +85,16 @@ def count_model(model: nn.Module, example_input: torch.Tensor) -> ModelCount:
             layers.append(LayerCount(name, type(module).__name__, macs.get(name, 0), own))
     total_params = sum(p.numel() for p in model.parameters())
     return ModelCount(sum(macs.values()), total_params, layers)
+
+
+def _macs_from_ops(model: nn.Module, example_input: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(example_input)
+    # FlopCounterMode counts 2 FLOPs per multiply-accumulate of convolutions and matmuls
+    return counter.get_total_flops() // 2 // example_input.shape[0]
 
 
 def serialised_bytes(model: nn.Module) -> int:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import DataError
 from .base import RecoveryContext, RecoveryStep, StepReport, modes_kept
 from .registry import register
 
@@ -96,6 +97,11 @@ class FineTune(RecoveryStep):
             loader = ctx.data.loader("train", batch_size=self.batch_size, shuffle=True, seed=ctx.seed)
             per_epoch = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
             total = self.epochs * per_epoch
+            if total == 0:
+                raise DataError(
+                    f"recovery step {self.spec!r} needs training images, but the data "
+                    f"{ctx.data.name!r} has an empty train split; give it one or drop the step"
+                )
             optimizer = torch.optim.SGD(
                 params, lr=self.lr, momentum=self.momentum, nesterov=True, weight_decay=self.weight_decay
             )

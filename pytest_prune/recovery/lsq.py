@@ -40,6 +40,9 @@ That is two forward passes plus one fit per layer (``images × positions`` rows 
 O(images · positions · D²) to accumulate, O(D³) to solve). The price is memory: pass 2 holds the
 pruned network's inference activations for every calibration image at once (about 64 MB per
 16×32×32 feature map at 1,024 CIFAR images), so large models want fewer images (``lsq:256``).
+Measured on one CPU thread, 1,024 CIFAR images, inner channels halved: 5.0 / 7.5 / 11.0 / 12.1 s
+for ResNet-20 / 32 / 44 / 56 (9 / 15 / 21 / 27 layers refit), about 1.2-1.4 times one dense
+forward pass over the same images; peak memory about 0.5 GB above the models and data.
 """
 
 from __future__ import annotations

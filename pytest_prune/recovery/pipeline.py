@@ -12,6 +12,7 @@ model's device and with its train/eval flags; the dense model is only read.
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -50,22 +51,24 @@ def resolve_device(device: torch.device | str) -> torch.device:
     """``cpu``, ``cuda[:N]`` (only where CUDA is available) or ``auto`` (CUDA if available)."""
     text = str(device)
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(text)
     except RuntimeError:
         raise SpecError(f"device {text!r} is not a torch device; use cpu, cuda or auto") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SpecError(
-            f"recovery on device {text!r} was asked for, but CUDA is not available here; use cpu (or auto)"
-        )
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError(
+                f"recovery on device {text!r} was asked for, but CUDA is not available here; use cpu (or auto)"
+            )
+        if resolved.index is None:  # name the device, so that models already there are not copied
+            resolved = torch.device("cuda", torch.cuda.current_device())
     return resolved
 
 
 def model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def on_device(model: nn.Module, device: torch.device) -> nn.Module:
@@ -117,7 +120,10 @@ class RecoveryPipeline:
         with modes_kept(reference):
             for i, step in enumerate(self.steps, start=1):
                 say(f"recovery {self.name}: step {i}/{len(self.steps)} {step.spec}")
-                ctx = RecoveryContext(reference, model, data, seed, target, say, groups, plan)
+                ctx = RecoveryContext(
+                    dense=reference, model=model, data=data, seed=seed, device=target,
+                    progress=say, groups=groups, plan=plan,
+                )
                 step_start = time.perf_counter()
                 report = step.apply(ctx)
                 report.seconds = time.perf_counter() - step_start
