@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from .baselines import Baseline, BaselineStore, settings_mismatch
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from .baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from .errors import BaselineError, PruneError
-from .baselines import CheckBaseline
 from .gates import CHECKS, SPEEDUP, compare, new_baselines
 from .methods import has_surgery, is_ratio_free
-from .run import MethodResult, method_id
+from .run import MethodResult, candidate_id, method_id
 from .session import GateState
 
 
@@ -38,32 +41,51 @@ class ModelGates(pytest.Collector):
                 checks.append(SPEEDUP.name)
             for ratio in ratios:
                 for recovery in opts.recoveries:
+                    method = method_id(criterion, ratio, recovery)
+                    measure = partial(self.state.run.method, criterion, ratio, recovery)
                     for check in checks:
                         yield GateItem.from_parent(
-                            self,
-                            name=f"{method_id(criterion, ratio, recovery)}::{check}",
-                            state=self.state,
-                            criterion=criterion,
-                            ratio=ratio,
-                            recovery=recovery,
-                            check=check,
+                            self, name=f"{method}::{check}", state=self.state,
+                            method=method, measure=measure, check=check,
                         )
 
 
-class GateItem(pytest.Item):
-    def __init__(self, *, state: GateState, criterion: str, ratio, recovery: str, check: str, **kwargs):
+class CandidateGates(pytest.Collector):
+    """The gate items of release candidates: ``candidate::<file stem>::<check>``."""
+
+    def __init__(self, *, state: GateState, **kwargs):
         super().__init__(**kwargs)
         self.state = state
-        self.criterion = criterion
-        self.ratio = ratio
-        self.recovery = recovery
+
+    def collect(self):
+        checks = [c for c in CHECKS if c != "surgery_equivalence"]
+        if self.state.options.min_speedup is not None:
+            checks.append(SPEEDUP.name)
+        for path in self.state.options.candidates:
+            measure = partial(self.state.run.candidate, path)
+            for check in checks:
+                yield GateItem.from_parent(
+                    self, name=f"{Path(path).stem}::{check}", state=self.state,
+                    method=candidate_id(path), measure=measure, check=check,
+                )
+
+
+class GateItem(pytest.Item):
+    """One check of one compression method against its stored baseline."""
+
+    def __init__(
+        self, *, state: GateState, method: str, measure: Callable[[], MethodResult], check: str, **kwargs
+    ):
+        super().__init__(**kwargs)
+        self.state = state
+        self.method = method
+        self.measure = measure
         self.check = check
-        self.method = method_id(criterion, ratio, recovery)
         self.add_marker("prune")
 
     def runtest(self) -> None:
         run = self.state.run
-        result = run.method(self.criterion, self.ratio, self.recovery)
+        result = self.measure()
         store = BaselineStore(self.state.options.baselines)
         settings = run.settings_record(result.recovery)
         if self.check == SPEEDUP.name:
@@ -80,6 +102,11 @@ class GateItem(pytest.Item):
                 f"baseline {store.path(run.name, self.method)} was measured under other settings "
                 f"({'; '.join(differences)}); rerun with the baseline's settings, or re-measure "
                 "with --prune-update-baselines"
+            )
+        if self.check not in result.checks():
+            raise PruneFailure(
+                f"{self.nodeid}: {self.check} could not be measured for {self.method} "
+                f"({'; '.join(result.notes[-2:]) or 'no filters could be matched to the dense model'})"
             )
         if self.check not in baseline.checks:
             raise BaselineError(

@@ -52,6 +52,11 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
      "(default: not gated)."),
 ]
+CANDIDATE_HELP = (
+    "a compressed release candidate to gate against the dense --prune-model: a state dict with "
+    "fewer channels (read with weights_only=True) or a torch.export program (.pt2); repeat the "
+    "option for several (default: none)."
+)
 _FLAGS: list[tuple[str, str]] = [
     ("prune-update-baselines",
      "write the measured values as the new baselines instead of comparing (default: compare)."),
@@ -66,6 +71,9 @@ def add_options(parser: pytest.Parser) -> None:
     for name, ini_type, default, help_text in _OPTIONS:
         group.addoption(f"--{name}", dest=name.replace("-", "_"), default=None, help=help_text)
         parser.addini(name.replace("-", "_"), help_text, type=ini_type, default=default)
+    group.addoption("--prune-candidate", dest="prune_candidate", action="append", default=None,
+                    help=CANDIDATE_HELP)
+    parser.addini("prune_candidate", CANDIDATE_HELP, type="paths", default=[])
     for name, help_text in _FLAGS:
         group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true",
                         default=None, help=help_text)
@@ -138,6 +146,16 @@ class GateOptions:
     update: bool
     report: Path | None
     min_speedup: float | None = None
+    candidates: tuple[Path, ...] = ()
+
+
+def candidate_paths(config: pytest.Config) -> tuple[Path, ...]:
+    given = config.getoption("prune_candidate")
+    paths = [Path(p) for p in given] if given else list(config.getini("prune_candidate"))
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise SpecError(f"--prune-candidate: no such file {missing[0]!r}")
+    return tuple(Path(p) for p in paths)
 
 
 def baselines_dir(config: pytest.Config) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from . import options
 from .errors import PruneError, SpecError
 from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
-from .items import GateItem, ModelGates, PruneFailure
+from .items import CandidateGates, GateItem, ModelGates, PruneFailure
 from .report import write_report
 from .run import PruneRun, RunSettings
 from .session import GATE_STATE, GateState
@@ -55,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
             update=bool(options.get(config, "prune-update-baselines")),
             report=Path(report) if report else None,
             min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
+            candidates=options.candidate_paths(config),
         )
         from .methods import check_method
 
@@ -98,6 +99,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     # nodeid given explicitly: ids read `lenet5::l1-0.5::accuracy_drop`, with no file part
     collector = ModelGates.from_parent(session, name=name, nodeid=name, state=state)
     items.extend(collector.collect())
+    if state.options.candidates:
+        candidates = CandidateGates.from_parent(session, name="candidate", nodeid="candidate", state=state)
+        items.extend(candidates.collect())
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -20,12 +20,13 @@ import torch
 from torch import nn
 
 from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
+from .candidates import load_candidate, match_filters
 from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
 from .embedded import RECIPES, trained_lenet5
 from .equivalence import max_abs_difference
-from .errors import SpecError
+from .errors import PruneError, SpecError
 from .groups import ChannelGroup
 from .measure import ModelCount, count_model, evaluate, serialised_bytes
 from .measure.attribution import attribution_retention
@@ -92,6 +93,11 @@ def target_label(target: Target | None) -> str:
     return f"{target:g}"
 
 
+def candidate_id(path: str | Path) -> str:
+    """``candidate-<file stem>``: the method id of a release candidate's gates and baseline."""
+    return f"candidate-{Path(path).stem}"
+
+
 def method_id(criterion: str, target: Target | None, recovery: str = "none") -> str:
     """The readable id of a compression method: ``l1-0.5``, ``l1-macs0.5+lsq``, ``meanvar``."""
     base = criterion if target is None else f"{criterion}-{target_label(target)}"
@@ -146,6 +152,7 @@ class MethodResult:
     latency_dense_ms: float | None = None
     latency_pruned_ms: float | None = None
     speedup: float | None = None
+    match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
     notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
@@ -371,6 +378,42 @@ class PruneRun:
             prune_seconds=time.perf_counter() - start,
             equivalence_max_abs=max_abs_difference(model, pruned, self.groups, plan, self.equivalence_input),
         )
+
+    def candidate(self, path: str | Path) -> MethodResult:
+        """Measure a release candidate made by any tool (a state dict or a torch.export program)
+        against the dense model, with the same checks as a pruning of ours."""
+        key = ("candidate", str(path), "none")
+        if key in self._results:
+            return self._results[key]
+        dense = self.info.model.eval()
+        loaded = load_candidate(path, dense, self.example_input, groups=self.groups)
+        match = loaded.match
+        if match is None:
+            try:  # which dense filters survived, for the colour check (exported graphs may not say)
+                match = match_filters(dense, loaded.model, self.groups)
+            except PruneError as exc:
+                loaded.notes.append(f"filters not matched to the dense model: {exc}")
+        plan = match.plan if match is not None else loaded.plan
+        model, s = loaded.model, self.settings
+        count = count_model(model, self.example_input)
+        result = MethodResult(
+            model=self.name, criterion="candidate", ratio=None, recovery="none",
+            method=candidate_id(path), top1_dense=self.dense_top1,
+            top1_pruned=evaluate(model, self.data.evaluation, s.device).top1,
+            top1_one_shot=float("nan"), recovery_seconds=0.0,
+            macs_dense=self.dense_count.macs, macs_pruned=count.macs,
+            params_dense=self.dense_count.params, params_pruned=count.params,
+            score_seconds=0.0, prune_seconds=0.0, equivalence_max_abs=None,
+            storage_bytes_dense=self.dense_storage,
+            storage_bytes_compressed=Path(path).stat().st_size,
+            channels_total=sum(g.size for g in self.groups),
+            channels_removed=plan.count() if plan else 0,
+            match_mean_cosine=match.mean_cosine if match is not None else None,
+            notes=list(loaded.notes), pruned_model=model, plan=plan,
+            **self._inspect(model, plan),
+        )
+        self._results[key] = result
+        return result
 
     def _inspect(self, model: nn.Module, plan: PrunePlan | None) -> dict[str, Any]:
         """What the compressed model kept of the dense one: attributions, colour filters, speed."""
