@@ -17,28 +17,16 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .groups import ChannelGroup
 from .masking import mask_channels
+from .modes import eval_mode
 from .plan import PrunePlan
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode for the block; every module's own mode is restored afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def _as_float32(model: nn.Module) -> nn.Module:
@@ -72,7 +60,7 @@ def max_abs_difference(
     masked = _as_float32(mask_channels(dense, groups, plan))
     candidate = _as_float32(pruned)
     x = inputs.float()
-    with torch.no_grad(), _evaluating(masked), _evaluating(candidate):
+    with torch.no_grad(), eval_mode(masked), eval_mode(candidate):
         want = _output_tensors(masked(x))
         got = _output_tensors(candidate(x))
     if len(want) != len(got) or any(a.shape != b.shape for a, b in zip(want, got)):

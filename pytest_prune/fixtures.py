@@ -18,7 +18,7 @@ import pytest
 
 from . import options
 from .errors import PruneError
-from .run import MethodResult, PruneRun, RunSettings
+from .run import MethodResult, PruneRun
 from .session import GATE_STATE
 
 _OWN_RUN = pytest.StashKey[PruneRun]()
@@ -35,15 +35,8 @@ def prune_run(pytestconfig: pytest.Config) -> PruneRun:
         return state.run
     if _OWN_RUN not in pytestconfig.stash:
         try:
-            settings = RunSettings(
-                model=options.get(pytestconfig, "prune-model") or "lenet5",
-                weights=options.get(pytestconfig, "prune-weights"),
-                allow_pickle=bool(options.get(pytestconfig, "prune-allow-pickle")),
-                data=options.get(pytestconfig, "prune-data"),
-                seed=options.parse_seed(options.get(pytestconfig, "prune-seed")),
-                allocation=options.get(pytestconfig, "prune-allocation") or "layerwise",
-                device=options.get(pytestconfig, "prune-device") or "cpu",
-                cache_dir=options.cache_dir(pytestconfig),
+            settings = options.run_settings(
+                pytestconfig, options.get(pytestconfig, "prune-model") or "lenet5"
             )
         except PruneError as exc:
             _fail(exc)

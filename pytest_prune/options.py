@@ -171,3 +171,19 @@ def cache_dir(config: pytest.Config) -> Path:
     if config.cache is not None:
         return Path(config.cache.mkdir("pytest-prune"))
     return Path(config.rootpath) / ".pytest_cache" / "d" / "pytest-prune"
+
+
+def run_settings(config: pytest.Config, model: str):
+    """The :class:`~pytest_prune.run.RunSettings` the options describe, for ``model``."""
+    from .run import RunSettings
+
+    return RunSettings(
+        model=model,
+        weights=get(config, "prune-weights"),
+        allow_pickle=bool(get(config, "prune-allow-pickle")),
+        data=get(config, "prune-data"),
+        seed=parse_seed(get(config, "prune-seed")),
+        allocation=get(config, "prune-allocation") or "layerwise",
+        device=get(config, "prune-device") or "cpu",
+        cache_dir=cache_dir(config),
+    )

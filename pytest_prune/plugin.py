@@ -16,7 +16,7 @@ from .errors import PruneError, SpecError
 from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
 from .items import CandidateGates, GateItem, ModelGates, PruneFailure
 from .report import write_report
-from .run import PruneRun, RunSettings
+from .run import PruneRun
 from .session import GATE_STATE, GateState
 from .summary import summary_lines
 
@@ -35,16 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if model is None:
         return
     try:
-        settings = RunSettings(
-            model=model,
-            weights=options.get(config, "prune-weights"),
-            allow_pickle=bool(options.get(config, "prune-allow-pickle")),
-            data=options.get(config, "prune-data"),
-            seed=options.parse_seed(options.get(config, "prune-seed")),
-            allocation=options.get(config, "prune-allocation") or "layerwise",
-            device=options.get(config, "prune-device") or "cpu",
-            cache_dir=options.cache_dir(config),
-        )
+        settings = options.run_settings(config, model)
         report = options.get(config, "prune-report")
         gate_options = options.GateOptions(
             model=model,

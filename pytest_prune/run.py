@@ -32,7 +32,7 @@ from .measure import ModelCount, count_model, evaluate, serialised_bytes
 from .measure.attribution import attribution_retention
 from .measure.colour import COLOUR_SELECTIVE_THRESHOLD, colour_selective_share, colour_selectivity
 from .measure.latency import speedup
-from .methods import DECOMPOSITIONS, is_ratio_free, has_surgery, low_dimensional_groups, meanvar_auto_plan, tucker
+from .methods import DECOMPOSITIONS, is_ratio_free, low_dimensional_groups, meanvar_auto_plan, tucker
 from .models import ModelInfo, load_model
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery

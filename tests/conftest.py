@@ -1,9 +1,25 @@
-"""Shared test setup: one cache for the embedded model across in-process pytest runs."""
+"""Shared test setup: one cache for the embedded model across in-process pytest runs.
+
+pytester runs the plugin in this process and drops, after each run, every module that run imported;
+some compiled modules (numpy.fft) cannot be imported twice in one process. Importing the whole
+pipeline here, once, keeps those modules loaded across the in-process runs.
+"""
 
 import os
 from pathlib import Path
 
+import numpy.fft  # noqa: F401
+import pandas  # noqa: F401
 import pytest
+import sklearn.datasets  # noqa: F401
+import torch
+
+import pytest_prune.plugin  # noqa: F401
+import pytest_prune.report  # noqa: F401
+import pytest_prune.run  # noqa: F401
+from pytest_prune.data import load_data
+
+load_data("digits")
 
 pytest_plugins = ["pytester"]
 
@@ -19,3 +35,14 @@ def shared_prune_cache(pytestconfig: pytest.Config, tmp_path_factory: pytest.Tem
             folder = tmp_path_factory.mktemp("pytest-prune-cache")
         os.environ["PRUNE_CACHE_DIR"] = str(folder)
     return Path(os.environ["PRUNE_CACHE_DIR"])
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test, restored afterwards. The test models are small: a second
+    thread gains nothing, and on a shared 2-core machine OpenMP's spinning threads made the same
+    tests 10-20x slower (measured on lsq, the SVDs of decomposition and the surgery suite)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

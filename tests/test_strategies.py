@@ -17,12 +17,6 @@ from pytest_prune.plan import PrunePlan
 SAMPLE = 150
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with S.torch_threads(1):
-        yield
-
-
 def sample(strategy: st.SearchStrategy, n: int = SAMPLE) -> list:
     """``n`` draws of ``strategy``, the same on every run (derandomized, no database)."""
     drawn = []

@@ -27,6 +27,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
+from ..modes import eval_mode  # noqa: F401  (re-exported for the criteria)
+
 from ..errors import DataError, TraceError
 from ..groups import ChannelGroup
 
@@ -173,19 +175,6 @@ def channel_maps(output: torch.Tensor, positions: Sequence[Sequence[int]]) -> to
     return torch.stack(
         [flat[:, list(p)].reshape(flat.shape[0], -1) for p in positions], dim=1
     )
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Evaluation mode for the block (BatchNorm on running statistics), every module's own mode
-    restored afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 @contextmanager

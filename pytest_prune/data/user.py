@@ -17,13 +17,13 @@ integer class indices. A loader is read once, into memory: for data too big for 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..errors import DataError, SpecError
+from ..imports import import_callable
+from ..errors import DataError
 from .bundle import DataBundle
 from .samples import TensorSamples, calibration_subset
 
@@ -67,23 +67,7 @@ def load_user_data(spec: str, *, calibration_size: int | None = None) -> DataBun
 
 
 def _import_callable(spec: str) -> Callable[[], Any]:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpecError(
-            f"--prune-data {spec!r}: cannot import module {module_name!r} ({exc}); make it importable "
-            "(install it, or add its folder to pytest's pythonpath)"
-        ) from None
-    target: Any = module
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        raise SpecError(
-            f"--prune-data {spec!r}: module {module_name} has no callable named {attribute!r}; "
-            f"define a function there that returns {_FORMS}"
-        )
-    return target
+    return import_callable(spec, "--prune-data", _FORMS)
 
 
 def _splits_of_dict(returned: dict, spec: str) -> dict[str, TensorSamples]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from ..imports import import_callable
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .lenet5 import LeNet5
 
@@ -77,17 +77,8 @@ def _torchvision(name: str, spec: str) -> ModelInfo:
 
 
 def _user_factory(spec: str) -> ModelInfo:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SpecError(
-            f"--prune-model {spec!r}: cannot import module {module_name!r} ({exc}); "
-            "make it importable (install it, or add its folder to pythonpath)"
-        ) from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise SpecError(f"--prune-model {spec!r}: {module_name} has no callable named {attr!r}")
+    attr = spec.partition(":")[2]
+    factory = import_callable(spec, "--prune-model", "an nn.Module (or a pytest_prune.models.ModelInfo)")
     built = factory()
     if isinstance(built, ModelInfo):
         return built

@@ -28,7 +28,6 @@ from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import DataError
 from .base import RecoveryContext, RecoveryStep, StepReport, modes_kept

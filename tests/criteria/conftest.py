@@ -8,16 +8,6 @@ import torch
 from planted_net import Trained, train_planted
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one intra-op thread is faster than two, and far faster on a machine
-    whose cores are shared (threads spin waiting for each other). Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def trained_tiny() -> Trained:
     before = torch.get_num_threads()

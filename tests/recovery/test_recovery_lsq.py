@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from hand_pruned import hand_groups, hand_prune, keep_inputs, tiny_bundle, tiny_conv_net
+from hand_pruned import hand_groups, hand_prune, tiny_bundle, tiny_conv_net
 from pytest_prune.recovery import RecoveryPipeline
 from pytest_prune.recovery.lsq import (
     LeastSquaresReconstruction,

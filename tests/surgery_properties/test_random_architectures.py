@@ -26,12 +26,6 @@ PROFILE = settings(settings.get_profile(S.selected_profile()))
 TOLERANCE = 1e-5  # float32 round-off between the pruned and the masked dense model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    with S.torch_threads(1):  # about 8x faster for these tiny models on shared cores
-        yield
-
-
 def assert_untouched(model: nn.Module, pristine: nn.Module, by: str) -> None:
     """``model`` still has exactly the tensors and train/eval modes of ``pristine``."""
     state, fresh = model.state_dict(), pristine.state_dict()
