@@ -78,7 +78,7 @@ def plan_for_budget(
     cost = PlanCost(s.info.model, s.groups, s.dense_count)
     ratio = ratio_for_budget(budget, cost, lambda r: plan_from_scores(s.groups, scores, r))
     if criterion is not None and type(criterion).plan is not Criterion.plan:
-        return criterion.plan(ctx, ratio), ratio
+        return criterion.plan(ctx, ratio, "layerwise"), ratio
     return plan_from_scores(s.groups, scores, ratio), ratio
 
 

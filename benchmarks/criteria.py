@@ -41,7 +41,7 @@ def criterion_rows(model: str, budget_text: str, scope: str, calibration: int) -
             criterion = get_criterion(name)
             if name == "car":
                 # one greedy round per group keeps CAR to minutes on a CPU; the fast scorer is used
-                criterion = CAR(max_samples=256, per_step=1_000)
+                criterion = CAR(max_samples=128, per_step=1_000)
             ctx = ScoringContext(s.info.model, s.groups, s.batches if criterion.needs_data else [], seed=0)
             scores, seconds = timed(lambda: criterion.scores(ctx))
         (plan, ratio), plan_seconds = timed(lambda: plan_for_budget(s, budget, scores, criterion, ctx))

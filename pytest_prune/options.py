@@ -47,6 +47,9 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-report", "string", None,
      "directory to write results.csv and results.json into (default: no report)."),
     ("prune-device", "string", "cpu", "torch device to run on (default: cpu)."),
+    ("prune-attribution", "string", "integrated_gradients",
+     "attribution method of the attribution-retention check: integrated_gradients, saliency or "
+     "gradcam (default: integrated_gradients)."),
     ("prune-min-speedup", "string", None,
      "also gate the CPU speed-up (dense latency / compressed latency, median of repeated runs "
      "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
@@ -186,4 +189,13 @@ def run_settings(config: pytest.Config, model: str):
         allocation=get(config, "prune-allocation") or "layerwise",
         device=get(config, "prune-device") or "cpu",
         cache_dir=cache_dir(config),
+        attribution_method=parse_attribution(get(config, "prune-attribution")),
     )
+
+
+def parse_attribution(value: str | None) -> str:
+    methods = ("integrated_gradients", "saliency", "gradcam")
+    value = value or "integrated_gradients"
+    if value not in methods:
+        raise SpecError(f"--prune-attribution {value!r} is unknown; use one of {', '.join(methods)}")
+    return value

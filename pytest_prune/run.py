@@ -301,6 +301,7 @@ class PruneRun:
         """The settings a baseline is only comparable under."""
         s = self.settings
         return {
+            "attribution": s.attribution_method,
             "data": self.data_spec,
             "weights": Path(self.info.weights).name if self.info.weights else None,
             "seed": s.seed,
