@@ -32,6 +32,7 @@ import time
 
 import pandas as pd
 import torch
+from threadpoolctl import threadpool_limits
 from torchvision.models import detection
 
 from pytest_prune.detection import compress_detector, detector_macs, output_structure
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--prune", default="undecomposed,low-dimensional", help="prune scopes, comma-separated")
     parser.add_argument("--repeats", type=int, default=10, help="timed passes per model (default 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed passes per model first (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
     args = parser.parse_args()
     try:
         ranks: str | float = float(args.ranks)
@@ -119,8 +120,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = []
-    for key in args.detectors.split(","):
-        rows += rows_for(key, ranks, args.prune.split(","), args.repeats, args.warmup, args.threads)
+    with threadpool_limits(args.threads):  # numpy's OpenBLAS (VBMF's SVD) too: see tests/test_detection.py
+        for key in args.detectors.split(","):
+            rows += rows_for(key, ranks, args.prune.split(","), args.repeats, args.warmup, args.threads)
     print(
         f"\nstorage: torch.save(state_dict) bytes; MACs: conv+linear, one 320x320 and one 384x512 (HxW) "
         f"image summed, as resized by each detector's transform; latency: median ms of {args.repeats} "

@@ -28,19 +28,27 @@ feed them to the model-wide helpers that take one tensor.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from .criteria import ScoringContext
 from .criteria.statistics import MeanVariance
-from .decompose import HIGH_DIMENSIONAL_WEIGHTS, DecompositionReport, decompose_model, is_high_dimensional
+from .decompose import (
+    HIGH_DIMENSIONAL_WEIGHTS,
+    DecompositionReport,
+    decompose_model,
+    is_high_dimensional,
+)
 from .errors import PruneError, SpecError, TraceError
 from .groups import ChannelGroup
 from .measure.macs import LayerCount, ModelCount, count_model
 from .methods import low_dimensional_groups
+from .modes import eval_mode
 from .surgery import find_channel_groups, prune_model
 
 PruneScope = Literal["undecomposed", "low-dimensional", "none"]
@@ -112,13 +120,10 @@ def _capture_inputs(detector: nn.Module, parts: list[_Part], batch: torch.Tensor
         return hook
 
     handles = [part.capture_at.register_forward_pre_hook(keep(part)) for part in parts]
-    was_training = detector.training
-    detector.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(detector):
             detector(batch)
     finally:
-        detector.train(was_training)
         for handle in handles:
             handle.remove()
 
@@ -212,21 +217,59 @@ def _rank_rule(ranks: str | float) -> tuple[str, float | None]:
     raise SpecError(f"ranks={ranks!r}: give 'vbmf', 'energy', 'fraction' or a rank fraction such as 0.5")
 
 
+def _thaw(module: nn.Module) -> list[str]:
+    """Replace each ``FrozenBatchNorm2d`` of ``module`` by the ``nn.BatchNorm2d`` that computes the
+    same in eval mode; return their names.
+
+    torchvision builds detectors with ``FrozenBatchNorm2d`` whenever weights are loaded. Torch-Pruning
+    has no pruner for it and does not say so: it cuts the conv before it and leaves the frozen
+    statistics at full size, and the pruned body fails at its first forward. An eval-mode
+    ``BatchNorm2d`` (affine weights and running statistics copied, weights frozen) it does prune.
+    """
+    names = [name for name, m in module.named_modules() if isinstance(m, FrozenBatchNorm2d)]
+    for name in names:
+        frozen = module.get_submodule(name)
+        norm = nn.BatchNorm2d(frozen.weight.numel(), eps=frozen.eps).eval()
+        with torch.no_grad():
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(norm, key).copy_(getattr(frozen, key))
+        norm.requires_grad_(False)
+        module.set_submodule(name, norm)
+    return names
+
+
+def _refreeze(module: nn.Module, names: list[str]) -> None:
+    """Put back, at ``names``, ``FrozenBatchNorm2d`` layers holding the (pruned) statistics there."""
+    for name in names:
+        norm = module.get_submodule(name)
+        frozen = FrozenBatchNorm2d(norm.num_features, eps=norm.eps)
+        with torch.no_grad():
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(norm, key))
+        module.set_submodule(name, frozen)
+
+
 def _prune_part(part: _Part, scope: PruneScope, threshold: int, seed: int) -> PartPruning:
     """Prune the selected groups of ``part`` in place of the detector copy; say what was done."""
     if part.example is None:
         return PartPruning(part.name, 0, 0, 0, 0, "not reached by the forward pass on the example image")
+    frozen = _thaw(part.module)
     try:
-        groups = find_channel_groups(part.module, part.example)
-    except TraceError as exc:
-        return PartPruning(part.name, 0, 0, 0, 0, f"not traced: {exc}")
-    selected = _selected_groups(part.module, groups, scope, threshold)
-    channels = sum(g.size for g in selected)
-    if not selected:
-        note = "no prunable groups" if not groups else f"no group is {scope}"
-        return PartPruning(part.name, len(groups), 0, 0, 0, note)
-    plan = MeanVariance().natural_plan(ScoringContext(model=part.module, groups=selected, seed=seed))
-    part.install(prune_model(part.module, selected, plan, part.example))
+        try:
+            groups = find_channel_groups(part.module, part.example)
+        except TraceError as exc:
+            return PartPruning(part.name, 0, 0, 0, 0, f"not traced: {exc}")
+        selected = _selected_groups(part.module, groups, scope, threshold)
+        channels = sum(g.size for g in selected)
+        if not selected:
+            note = "no prunable groups" if not groups else f"no group is {scope}"
+            return PartPruning(part.name, len(groups), 0, 0, 0, note)
+        plan = MeanVariance().natural_plan(ScoringContext(model=part.module, groups=selected, seed=seed))
+        pruned = prune_model(part.module, selected, plan, part.example)
+    finally:
+        _refreeze(part.module, frozen)
+    _refreeze(pruned, frozen)
+    part.install(pruned)
     return PartPruning(part.name, len(groups), len(selected), channels, plan.count())
 
 
@@ -283,7 +326,8 @@ def compress_detector(
     parts, notes = _parts(compressed)
     if prune == "none":
         parts = []
-    _capture_inputs(compressed, parts, batch)
+    if parts:
+        _capture_inputs(compressed, parts, batch)
     pruning = [_prune_part(part, prune, threshold, seed) for part in parts]
     compressed, decomposition = decompose_model(compressed, batch, ranks=rule, value=value, threshold=threshold)
     return compressed, DetectorCompression(prune, pruning, decomposition, notes)
@@ -377,12 +421,23 @@ def detection_map(model: nn.Module, data: Any) -> dict[str, float]:
     mode is restored) and must return, per image, a dict with ``boxes``, ``scores`` and ``labels``.
     Returns the metric's scalar entries as floats: ``map`` (IoU 0.50:0.95), ``map_50``, ``map_75``,
     ``mar_100``, … (−1 where a size class has no ground truth).
+
+    Gating mAP on your own data, in a test of yours (the plugin's ``--prune-data`` is for
+    classifiers: it expects integer labels, not boxes)::
+
+        def val_batches():  # yields (images, targets) with targets [{"boxes": ..., "labels": ...}]
+            ...
+
+        def test_compressed_detector_keeps_its_map():
+            dense = my_trained_detector()
+            compressed, report = compress_detector(dense, ranks="vbmf")
+            # fine-tune ``compressed`` on detection data here, as Gong et al. do
+            before, after = detection_map(dense, val_batches), detection_map(compressed, val_batches)
+            assert after["map"] >= before["map"] - 0.01, report.summary()
     """
     metric = _map_metric()
-    was_training = model.training
-    model.eval()
     seen = 0
-    try:
+    with eval_mode(model):
         for number, batch in enumerate(_batches(data)):
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise SpecError(f"detection data, batch {number}: expected an (images, targets) pair")
@@ -393,8 +448,6 @@ def detection_map(model: nn.Module, data: Any) -> dict[str, float]:
                 [{k: t[k].detach().cpu() for k in ("boxes", "labels")} for t in targets],
             )
             seen += len(images)
-    finally:
-        model.train(was_training)
     if not seen:
         raise SpecError("detection data yielded no images; give at least one (images, targets) batch")
     return {k: float(v) for k, v in metric.compute().items() if isinstance(v, torch.Tensor) and v.numel() == 1 and k != "classes"}

@@ -13,6 +13,7 @@ import pandas  # noqa: F401
 import pytest
 import sklearn.datasets  # noqa: F401
 import torch
+from threadpoolctl import threadpool_limits
 
 import pytest_prune.plugin  # noqa: F401
 import pytest_prune.report  # noqa: F401
@@ -39,10 +40,11 @@ def shared_prune_cache(pytestconfig: pytest.Config, tmp_path_factory: pytest.Tem
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """One intra-op thread per test, restored afterwards. The test models are small: a second
-    thread gains nothing, and on a shared 2-core machine OpenMP's spinning threads made the same
-    tests 10-20x slower (measured on lsq, the SVDs of decomposition and the surgery suite)."""
+    """One intra-op torch thread and one BLAS thread per test, restored afterwards. The test models
+    are small: a second thread gains nothing, and on a shared 2-core machine spinning threads made
+    the same tests 10-20x slower (measured on lsq, numpy's SVDs in VBMF and the surgery suite)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(previous)

@@ -8,24 +8,37 @@ the boxes off the image (mAP 1), one puts each box beside its object (mAP 0).
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-from pytest_prune.detection import compress_detector, detection_map, detector_macs, output_structure
+from pytest_prune.detection import (
+    compress_detector,
+    detection_map,
+    detector_macs,
+    output_structure,
+)
 from pytest_prune.errors import PruneError, SpecError
 from pytest_prune.measure import serialised_bytes
 
 SIZES = ((320, 320), (256, 384))  # H×W
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Two intra-op threads contend for a shared 2-core CPU; the previous count is restored."""
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch and one BLAS thread for the whole module. conftest's ``one_torch_thread`` is per
+    test, and module-scoped fixtures (the detectors below) are set up before it; and numpy's
+    OpenBLAS has threads of its own: two of them spinning on a shared 2-core CPU made its SVD of a
+    256×2304 unfolding (VBMF) take 3 s instead of 0.04 s."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(previous)
 
 
@@ -90,6 +103,32 @@ def test_low_dimensional_scope_leaves_the_box_head_and_vbmf_is_selectable(dense)
     assert model.roi_heads.box_head.fc6.out_features == 1024
     assert 0 < parts["backbone.body"].channels_removed
     assert report.decomposition.rule == "vbmf"
+
+
+def test_a_detector_with_frozen_batchnorm_is_pruned_like_one_with_batchnorm(dense):
+    # torchvision builds FrozenBatchNorm2d into a detector whenever it loads weights
+    plain = copy.deepcopy(dense)
+    generator = torch.Generator().manual_seed(0)
+    for m in plain.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+    frozen = copy.deepcopy(plain)
+    for name, m in list(frozen.named_modules()):
+        if isinstance(m, nn.BatchNorm2d):
+            replacement = FrozenBatchNorm2d(m.num_features, eps=m.eps)
+            replacement.load_state_dict(m.state_dict())
+            frozen.set_submodule(name, replacement)
+    ours, report = compress_detector(frozen, ranks=0.5)
+    reference, _ = compress_detector(plain, ranks=0.5)
+    assert report.channels_removed > 0
+    body = ours.backbone.body
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    x = image(320, 320).unsqueeze(0)
+    with torch.no_grad():
+        got, expected = body(x), reference.backbone.body(x)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
 
 
 def test_bad_arguments_raise_our_errors(dense):

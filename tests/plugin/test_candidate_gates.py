@@ -48,7 +48,9 @@ def test_tampered_candidate_fails_cleanly(pytester, shared_prune_cache):
 def test_torch_pruning_candidate_of_resnet56_gates_with_its_own_accuracy(tmp_path):
     import torch_pruning as tp
 
-    run = PruneRun(RunSettings("cifar-resnet56", weights=str(DATA / "resnet56.th"), data=f"cifar10:{DATA}"))
+    # few attribution images and latency repeats: this test is about accuracy, and CI runs it
+    run = PruneRun(RunSettings("cifar-resnet56", weights=str(DATA / "resnet56.th"), data=f"cifar10:{DATA}",
+                               attribution_images=2, latency_repeats=2, colour_images=64))
     model = run.info.model
     # A candidate made by Torch-Pruning itself: L1 on each block's inner channel, 30 %.
     candidate = __import__("copy").deepcopy(model)
