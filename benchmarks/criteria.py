@@ -9,6 +9,7 @@ pass per candidate) on the same channels, with the scores compared for identity.
 
     python benchmarks/criteria.py [--models cifar-resnet20,cifar-resnet56] [--budget macs:0.59]
                                   [--scope inner|all] [--calibration 512]
+    python benchmarks/criteria.py --models '' --car-images 64     (CAR timing only)
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
-    for model in args.models.split(","):
+    for model in filter(None, args.models.split(",")):
         rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration))
-    table = pd.DataFrame(rows)
-    pd.set_option("display.width", 200)
-    print(f"\nCriteria at {args.budget} (layer-wise, scope {args.scope}); top-1 on the exact 932")
-    print(table[["model", "criterion", "ratio", "macs_kept", "top1_none", "top1_bn", "score_seconds"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if rows:
+        table = pd.DataFrame(rows)
+        pd.set_option("display.width", 200)
+        print(f"\nCriteria at {args.budget} (layer-wise, scope {args.scope}); top-1 on the exact 932")
+        print(table[["model", "criterion", "ratio", "macs_kept", "top1_none", "top1_bn", "score_seconds"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if not args.skip_car_timing:
         timing = car_timing("cifar-resnet20", args.car_images)
         print("\nCAR one-shot scores, fast vs straightforward (same run)")

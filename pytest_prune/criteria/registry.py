@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from ..errors import SpecError
+from ..registry import Registry
 from .base import Criterion
 
-_REGISTRY: dict[str, type[Criterion]] = {}
-C = TypeVar("C", bound=type[Criterion])
-
-
-def register(cls: C) -> C:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"criterion name {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def known_criteria() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def criterion_classes() -> dict[str, type[Criterion]]:
-    return dict(_REGISTRY)
+_CRITERIA: Registry[type[Criterion]] = Registry("criterion")
+register = _CRITERIA.register
+known_criteria = _CRITERIA.names
+criterion_classes = _CRITERIA.classes
 
 
 def get_criterion(name: str) -> Criterion:
-    cls = _REGISTRY.get(name.strip())
+    cls = _CRITERIA.lookup(name.strip())
     if cls is None:
         raise SpecError(
             f"unknown pruning criterion {name!r}; known criteria: {', '.join(known_criteria())} "

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from ..errors import SpecError
+from ..registry import Registry
 from .base import RecoveryStep
 
-_REGISTRY: dict[str, type[RecoveryStep]] = {}
-S = TypeVar("S", bound=type[RecoveryStep])
-
-
-def register(cls: S) -> S:
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"recovery step name {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def known_steps() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def step_classes() -> dict[str, type[RecoveryStep]]:
-    return dict(_REGISTRY)
+_STEPS: Registry[type[RecoveryStep]] = Registry("recovery step")
+register = _STEPS.register
+known_steps = _STEPS.names
+step_classes = _STEPS.classes
 
 
 def _usage(cls: type[RecoveryStep]) -> str:
@@ -35,9 +21,9 @@ def _usage(cls: type[RecoveryStep]) -> str:
 def get_step(text: str) -> RecoveryStep:
     """One step from its spec, ``name`` or ``name:N``."""
     name, colon, argument = text.strip().partition(":")
-    cls = _REGISTRY.get(name.strip().lower())
+    cls = _STEPS.lookup(name.strip().lower())
     if cls is None:
-        known = ", ".join(_usage(c) for _, c in sorted(_REGISTRY.items()))
+        known = ", ".join(_usage(c) for _, c in sorted(_STEPS.classes().items()))
         raise SpecError(
             f"unknown recovery step {name.strip()!r}; known steps: {known}; combine them with '+', "
             "e.g. lsq+bn (check --prune-recovery)"
