@@ -7,6 +7,8 @@ pruning"). The only criterion module that imports captum (lazily: it takes secon
 
 from __future__ import annotations
 
+import dataclasses
+
 from math import prod
 from typing import ClassVar, Literal
 
@@ -81,11 +83,17 @@ def layer_attribution_scores(ctx: ScoringContext, target: Target = "predicted") 
 def correlation_scores(
     ctx: ScoringContext, target: Target = "predicted", ig_steps: int = 16, rectify: bool = True
 ) -> Scores:
-    """score_c = mean_x corr(F_c(x)↑, Σ_colour |IG(x)|), Pearson over pixels (see :class:`Attribution`)."""
+    """score_c = mean_x corr(F_c(x)↑, Σ_colour |IG(x)|), Pearson over pixels (see :class:`Attribution`).
+
+    A correlation over pixels needs a spatial map: groups of linear units (a classifier's hidden
+    layers) are scored by the layer mode instead, which ranks them within their own group just as
+    well (allocation is per group for this criterion).
+    """
     model = ctx.model
     points = feature_points(model, ctx.groups, example_of(ctx.batches, "attribution-corr"))
     keys = point_keys(points)
     totals = {g.name: torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups}
+    flat: set[str] = set()  # groups whose maps are not spatial
     samples = 0
     from captum.attr import IntegratedGradients  # captum takes seconds to import: only when used
 
@@ -101,12 +109,19 @@ def correlation_scores(
             with torch.no_grad(), captured_outputs(model, keys) as maps:
                 model(x)
             for g in ctx.groups:
+                if any(maps[p.key].dim() != 2 + len(size) for p in points[g.name]):
+                    flat.add(g.name)
+                    continue
                 corr = torch.zeros(x.shape[0], g.size, dtype=torch.float64)
                 for point in points[g.name]:
                     corr += _point_correlation(maps[point.key], point, size, a_map, rectify)
                 totals[g.name] += (corr / len(points[g.name])).sum(dim=0)
             samples += x.shape[0]
-    return {name: total / max(samples, 1) for name, total in totals.items()}
+    scores = {name: total / max(samples, 1) for name, total in totals.items() if name not in flat}
+    if flat:
+        flat_ctx = dataclasses.replace(ctx, groups=[g for g in ctx.groups if g.name in flat])
+        scores.update(layer_attribution_scores(flat_ctx, target))
+    return scores
 
 
 def _point_correlation(

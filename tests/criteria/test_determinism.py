@@ -35,3 +35,23 @@ def test_seeded_criteria_depend_on_the_seed_only(tiny, name):
     a = get_criterion(name).scores(tiny.context(seed=1))
     b = get_criterion(name).scores(tiny.context(seed=1))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_attribution_corr_scores_linear_hidden_units_by_layer_mode():
+    """LeNet-5's hidden linear units have no spatial map to correlate: they get layer-mode scores."""
+    from pytest_prune.criteria import ScoringContext, get_criterion
+    from pytest_prune.models import build_model
+    from pytest_prune.surgery import find_channel_groups
+
+    info = build_model("lenet5")
+    x = info.example_input(8)
+    groups = find_channel_groups(info.model, x)
+    batches = [(x, torch.arange(8) % 10)]
+    ctx = ScoringContext(info.model, groups, batches, seed=0)
+    corr = get_criterion("attribution-corr").scores(ctx)
+    layer = get_criterion("attribution").scores(ctx)
+    assert set(corr) == {g.name for g in groups}
+    linear = [g.name for g in groups if g.root.startswith("classifier")]
+    assert linear and all(torch.equal(corr[n], layer[n]) for n in linear)
+    conv = [g.name for g in groups if g.root.startswith("features")]
+    assert all(not torch.equal(corr[n], layer[n]) for n in conv)
