@@ -28,12 +28,14 @@ from pytest_prune.surgery.reference_importance import REFERENCE_IMPORTANCES, tor
 OURS = ("l1", "taylor", "taylor-plain", "attribution", "meanvar", "cpmc", "car", "random")
 
 
-def criterion_rows(model: str, budget_text: str, scope: str, calibration: int) -> list[dict]:
+def criterion_rows(
+    model: str, budget_text: str, scope: str, calibration: int, names: tuple[str, ...] = OURS + REFERENCE_IMPORTANCES
+) -> list[dict]:
     s = setup(model, scope, calibration)
     budget = parse_budget(budget_text)
     rows = []
     print(f"{model}: dense top-1 {s.dense_top1:.4f}, {len(s.groups)} groups ({scope})", flush=True)
-    for name in OURS + REFERENCE_IMPORTANCES:
+    for name in names:
         torch.manual_seed(0)
         if name.startswith("tp-"):
             criterion, ctx = None, None
@@ -71,11 +73,13 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=512)
     parser.add_argument("--car-images", type=int, default=256)
     parser.add_argument("--skip-car-timing", action="store_true")
+    parser.add_argument("--criteria", default=",".join(OURS + REFERENCE_IMPORTANCES),
+                        help="comma list of ours and tp-l1, tp-taylor, tp-lamp, tp-bnscale")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     for model in filter(None, args.models.split(",")):
-        rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration))
+        rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration, tuple(args.criteria.split(","))))
     if rows:
         table = pd.DataFrame(rows)
         pd.set_option("display.width", 200)
