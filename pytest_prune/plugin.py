@@ -95,10 +95,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items.extend(candidates.collect())
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    pass  # outcomes are recorded by GateItem itself (see items.py)
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     state = _gate_state(config)
     if state is None or not state.run.results():
