@@ -18,7 +18,8 @@ import pytest
 
 from . import options
 from .errors import PruneError
-from .run import MethodResult, PruneRun
+from .results import MethodResult
+from .run import PruneRun
 from .session import GATE_STATE
 
 _OWN_RUN = pytest.StashKey[PruneRun]()

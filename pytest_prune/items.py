@@ -12,7 +12,8 @@ from .baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from .errors import BaselineError, PruneError
 from .gates import CHECKS, SPEEDUP, compare, new_baselines
 from .methods import has_surgery, is_ratio_free
-from .run import MethodResult, candidate_id, method_id
+from .results import MethodResult
+from .run import candidate_id, method_id
 from .session import GateState
 
 

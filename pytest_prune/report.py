@@ -10,7 +10,8 @@ import pandas as pd
 
 from .measure.attribution import attribution_maps, predicted_classes
 from .report_html import write_html_report
-from .run import MethodResult, PruneRun
+from .results import MethodResult
+from .run import PruneRun
 
 REPORT_IMAGES = 4  # images whose attribution maps the page shows, dense beside compressed
 

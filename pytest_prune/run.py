@@ -4,17 +4,18 @@ This is the pipeline of the package, in order:
 model + data → channel groups → scores (criterion) → plan → surgery → (recovery) → measurements.
 Each (criterion, ratio) is computed once per :class:`PruneRun` and cached, so that the many gate
 items that read it share one pruning. Nothing here knows pytest: the plugin and the benchmarks
-both drive this class.
+both drive this class. The results it returns are :mod:`pytest_prune.results`; what a compressed
+model kept of the dense one (attributions, colour filters, latency) is :mod:`pytest_prune.inspection`.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,14 +29,20 @@ from .embedded import RECIPES, trained_lenet5
 from .equivalence import max_abs_difference
 from .errors import PruneError, SpecError
 from .groups import ChannelGroup
+from .inspection import FirstLayerColour, first_layer_colour, inspect_compressed
 from .measure import ModelCount, count_model, evaluate, serialised_bytes
-from .measure.attribution import attribution_retention
-from .measure.colour import COLOUR_SELECTIVE_THRESHOLD, colour_selective_share, colour_selectivity
-from .measure.latency import speedup
-from .methods import DECOMPOSITIONS, is_ratio_free, low_dimensional_groups, meanvar_auto_plan, tucker
+from .measure.colour import COLOUR_SELECTIVE_THRESHOLD
+from .methods import (
+    DECOMPOSITIONS,
+    is_ratio_free,
+    low_dimensional_groups,
+    meanvar_auto_plan,
+    tucker,
+)
 from .models import ModelInfo, load_model
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery
+from .results import MethodResult, OneShot
 from .surgery import find_channel_groups, prune_model
 
 
@@ -104,100 +111,6 @@ def method_id(criterion: str, target: Target | None, recovery: str = "none") -> 
     return base if recovery in ("", "none") else f"{base}+{recovery}"
 
 
-@dataclass
-class OneShot:
-    """A pruned model straight out of surgery, before any recovery."""
-
-    plan: PrunePlan | None  # None for a pure decomposition
-    ratio: float | None
-    model: nn.Module
-    top1: float
-    count: ModelCount
-    score_seconds: float
-    prune_seconds: float
-    equivalence_max_abs: float | None  # None where no channels were removed by surgery
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class MethodResult:
-    """What pruning one model with one method measured."""
-
-    model: str
-    criterion: str
-    ratio: float | None  # the channel fraction removed (found by search for a budget)
-    recovery: str
-    method: str
-    top1_dense: float
-    top1_pruned: float  # after recovery
-    top1_one_shot: float  # straight out of surgery
-    recovery_seconds: float
-    macs_dense: int
-    macs_pruned: int
-    params_dense: int
-    params_pruned: int
-    score_seconds: float
-    prune_seconds: float
-    equivalence_max_abs: float | None
-    storage_bytes_dense: int
-    storage_bytes_compressed: int
-    channels_total: int
-    channels_removed: int
-    target: str = ""  # as given: "0.5", "macs0.5"; empty for ratio-free methods
-    attribution_spearman: float | None = None
-    attribution_topk_iou: float | None = None
-    colour_selective_pruned: float | None = None  # share of removed first-layer filters
-    colour_selective_kept: float | None = None
-    colour_threshold: float | None = None
-    latency_dense_ms: float | None = None
-    latency_pruned_ms: float | None = None
-    speedup: float | None = None
-    match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
-    notes: list[str] = field(default_factory=list)
-    removed_per_group: dict[str, int] = field(default_factory=dict)
-    pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
-    plan: PrunePlan | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def accuracy_drop(self) -> float:
-        return self.top1_dense - self.top1_pruned
-
-    @property
-    def macs_kept(self) -> float:
-        return self.macs_pruned / self.macs_dense if self.macs_dense else 1.0
-
-    @property
-    def params_kept(self) -> float:
-        return self.params_pruned / self.params_dense if self.params_dense else 1.0
-
-    def checks(self) -> dict[str, float]:
-        """The values the gates compare with the baseline."""
-        values = {
-            "accuracy_drop": self.accuracy_drop,
-            "macs_reduction": 1.0 - self.macs_kept,
-            "params_reduction": 1.0 - self.params_kept,
-        }
-        if self.equivalence_max_abs is not None:
-            values["surgery_equivalence"] = self.equivalence_max_abs
-        if self.attribution_spearman is not None:
-            values["attribution_retention"] = self.attribution_spearman
-        if self.colour_selective_pruned is not None:
-            values["colour_selectivity"] = self.colour_selective_pruned
-        if self.speedup is not None:
-            values["speedup"] = self.speedup
-        return values
-
-    def row(self) -> dict[str, Any]:
-        """A flat record for results.csv / results.json."""
-        data = asdict(self)
-        for key in ("pruned_model", "plan", "removed_per_group", "notes"):
-            data.pop(key, None)
-        data["accuracy_drop"] = self.accuracy_drop
-        data["macs_kept"] = self.macs_kept
-        data["params_kept"] = self.params_kept
-        return data
-
-
 class PruneRun:
     """A model, its data and every method measured on it, computed lazily and cached."""
 
@@ -262,30 +175,9 @@ class PruneRun:
         return count_model(self.info.model, self.example_input)
 
     @cached_property
-    def first_layer(self) -> tuple[ChannelGroup, str, torch.Tensor] | None:
-        """The group holding the first conv's filters, the module whose output they are read at,
-        and the dense filters' response-based colour-selectivity index (0 for grey inputs)."""
-        first_conv = next(
-            (n for n, m in self.info.model.named_modules() if isinstance(m, nn.Conv2d)), None
-        )
-        group = next(
-            (g for g in self.groups for m in g.producers() if m.module == first_conv), None
-        )
-        if group is None:
-            return None
-        names = [m.module for m in group.producers()]
-        modules = dict(self.info.model.named_modules())
-        after = names[names.index(first_conv) + 1] if names.index(first_conv) + 1 < len(names) else None
-        layer = after if after and isinstance(modules[after], nn.modules.batchnorm._BatchNorm) else first_conv
-        images = self.data.evaluation_images(self.settings.colour_images)
-        if images.shape[1] != 3:
-            # grey input: the grey image is the image, so every filter's index is 0 by definition
-            return group, layer, torch.zeros(group.size)
-        csi = colour_selectivity(
-            self.info.model, layer, images,
-            denormalise=self.data.denormalise, normalise=self.data.normalise,
-        )
-        return group, layer, csi[list(group.root_indices)]
+    def first_layer(self) -> FirstLayerColour | None:
+        """The dense first layer's colour-selectivity, read by every method's colour check."""
+        return first_layer_colour(self.info.model, self.groups, self.data, self.settings.colour_images)
 
     @cached_property
     def dense_storage(self) -> int:
@@ -417,29 +309,18 @@ class PruneRun:
         return result
 
     def _inspect(self, model: nn.Module, plan: PrunePlan | None) -> dict[str, Any]:
-        """What the compressed model kept of the dense one: attributions, colour filters, speed."""
-        s, dense = self.settings, self.info.model
-        images = self.data.evaluation_images(s.attribution_images).to(s.device)
-        retention = attribution_retention(
-            dense, model, images, method=s.attribution_method, normalise=self.data.normalise
+        """What the compressed model kept of the dense one (see :mod:`pytest_prune.inspection`)."""
+        s = self.settings
+        return inspect_compressed(
+            self.info.model, model, plan,
+            attribution_images=self.data.evaluation_images(s.attribution_images).to(s.device),
+            attribution_method=s.attribution_method,
+            normalise=self.data.normalise,
+            latency_input=self.equivalence_input,
+            latency_repeats=s.latency_repeats,
+            first_layer=self.first_layer,
+            colour_threshold=s.colour_threshold,
         )
-        timing = speedup(dense, model, self.equivalence_input, repeats=s.latency_repeats)
-        out: dict[str, Any] = {
-            "attribution_spearman": retention.spearman_mean,
-            "attribution_topk_iou": retention.topk_iou_mean,
-            "latency_dense_ms": timing.dense.median_ms,
-            "latency_pruned_ms": timing.pruned.median_ms,
-            "speedup": timing.speedup,
-        }
-        first = self.first_layer
-        if plan is not None and first is not None:
-            group, _, csi = first
-            share = colour_selective_share(csi, plan.remove.get(group.name, ()), s.colour_threshold)
-            # no filter removed from the first layer: none of the removed ones is colour-selective
-            out["colour_selective_pruned"] = 0.0 if math.isnan(share.pruned) else share.pruned
-            out["colour_selective_kept"] = share.kept
-            out["colour_threshold"] = s.colour_threshold
-        return out
 
     def _compress(self, method: str, target: Target | None) -> OneShot:
         """Decompositions and the statistics method's own mode (see :mod:`pytest_prune.methods`)."""

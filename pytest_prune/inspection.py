@@ -1,0 +1,87 @@
+"""Post-surgery inspection: what a compressed model kept of the dense one, beyond accuracy and size.
+
+Three looks, each comparing the compressed model with the dense one: do the same pixels matter
+(attribution maps), were the first layer's colour-selective filters among those removed, and how much
+faster does it run. The values are keyword arguments of :class:`~pytest_prune.results.MethodResult`;
+:class:`~pytest_prune.run.PruneRun` supplies the models, images and settings. Nothing here knows
+pytest or baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data.bundle import DataBundle
+from .groups import ChannelGroup
+from .measure.attribution import attribution_retention
+from .measure.colour import colour_selective_share, colour_selectivity
+from .measure.latency import speedup
+from .plan import PrunePlan
+
+# (group of the first conv's filters, module their output is read at, each filter's colour index)
+FirstLayerColour = tuple[ChannelGroup, str, torch.Tensor]
+
+
+def first_layer_colour(
+    dense: nn.Module, groups: Sequence[ChannelGroup], data: DataBundle, image_count: int
+) -> FirstLayerColour | None:
+    """The group holding the first conv's filters, the module whose output they are read at,
+    and the dense filters' response-based colour-selectivity index (0 for grey inputs)."""
+    first_conv = next((n for n, m in dense.named_modules() if isinstance(m, nn.Conv2d)), None)
+    group = next((g for g in groups for m in g.producers() if m.module == first_conv), None)
+    if group is None:
+        return None
+    names = [m.module for m in group.producers()]
+    modules = dict(dense.named_modules())
+    after = names[names.index(first_conv) + 1] if names.index(first_conv) + 1 < len(names) else None
+    layer = after if after and isinstance(modules[after], nn.modules.batchnorm._BatchNorm) else first_conv
+    images = data.evaluation_images(image_count)
+    if images.shape[1] != 3:
+        # grey input: the grey image is the image, so every filter's index is 0 by definition
+        return group, layer, torch.zeros(group.size)
+    csi = colour_selectivity(dense, layer, images, denormalise=data.denormalise, normalise=data.normalise)
+    return group, layer, csi[list(group.root_indices)]
+
+
+def inspect_compressed(
+    dense: nn.Module,
+    compressed: nn.Module,
+    plan: PrunePlan | None,
+    *,
+    attribution_images: torch.Tensor,
+    attribution_method: str,
+    normalise: Callable[[torch.Tensor], torch.Tensor] | None,
+    latency_input: torch.Tensor,
+    latency_repeats: int,
+    first_layer: FirstLayerColour | None,
+    colour_threshold: float,
+) -> dict[str, Any]:
+    """What the compressed model kept of the dense one: attributions, colour filters, speed.
+
+    ``first_layer`` is the dense model's :func:`first_layer_colour`; the colour shares are left out
+    where it is ``None`` or where there is no plan (a pure decomposition removes no filters).
+    """
+    retention = attribution_retention(
+        dense, compressed, attribution_images, method=attribution_method, normalise=normalise
+    )
+    timing = speedup(dense, compressed, latency_input, repeats=latency_repeats)
+    out: dict[str, Any] = {
+        "attribution_spearman": retention.spearman_mean,
+        "attribution_topk_iou": retention.topk_iou_mean,
+        "latency_dense_ms": timing.dense.median_ms,
+        "latency_pruned_ms": timing.pruned.median_ms,
+        "speedup": timing.speedup,
+    }
+    if plan is not None and first_layer is not None:
+        group, _, csi = first_layer
+        share = colour_selective_share(csi, plan.remove.get(group.name, ()), colour_threshold)
+        # no filter removed from the first layer: none of the removed ones is colour-selective
+        out["colour_selective_pruned"] = 0.0 if math.isnan(share.pruned) else share.pruned
+        out["colour_selective_kept"] = share.kept
+        out["colour_threshold"] = colour_threshold
+    return out

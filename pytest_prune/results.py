@@ -1,0 +1,110 @@
+"""What a pruning run measured: the dataclasses that the gates, the summary and the report read.
+
+:class:`OneShot` is a compressed model straight out of surgery (or decomposition), before any
+recovery; :class:`MethodResult` is everything measured for one method on one model, after recovery.
+They hold values only: :class:`~pytest_prune.run.PruneRun` fills them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .measure import ModelCount
+from .plan import PrunePlan
+
+
+@dataclass
+class OneShot:
+    """A pruned model straight out of surgery, before any recovery."""
+
+    plan: PrunePlan | None  # None for a pure decomposition
+    ratio: float | None
+    model: nn.Module
+    top1: float
+    count: ModelCount
+    score_seconds: float
+    prune_seconds: float
+    equivalence_max_abs: float | None  # None where no channels were removed by surgery
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MethodResult:
+    """What pruning one model with one method measured."""
+
+    model: str
+    criterion: str
+    ratio: float | None  # the channel fraction removed (found by search for a budget)
+    recovery: str
+    method: str
+    top1_dense: float
+    top1_pruned: float  # after recovery
+    top1_one_shot: float  # straight out of surgery
+    recovery_seconds: float
+    macs_dense: int
+    macs_pruned: int
+    params_dense: int
+    params_pruned: int
+    score_seconds: float
+    prune_seconds: float
+    equivalence_max_abs: float | None
+    storage_bytes_dense: int
+    storage_bytes_compressed: int
+    channels_total: int
+    channels_removed: int
+    target: str = ""  # as given: "0.5", "macs0.5"; empty for ratio-free methods
+    attribution_spearman: float | None = None
+    attribution_topk_iou: float | None = None
+    colour_selective_pruned: float | None = None  # share of removed first-layer filters
+    colour_selective_kept: float | None = None
+    colour_threshold: float | None = None
+    latency_dense_ms: float | None = None
+    latency_pruned_ms: float | None = None
+    speedup: float | None = None
+    match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
+    notes: list[str] = field(default_factory=list)
+    removed_per_group: dict[str, int] = field(default_factory=dict)
+    pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
+    plan: PrunePlan | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.top1_dense - self.top1_pruned
+
+    @property
+    def macs_kept(self) -> float:
+        return self.macs_pruned / self.macs_dense if self.macs_dense else 1.0
+
+    @property
+    def params_kept(self) -> float:
+        return self.params_pruned / self.params_dense if self.params_dense else 1.0
+
+    def checks(self) -> dict[str, float]:
+        """The values the gates compare with the baseline."""
+        values = {
+            "accuracy_drop": self.accuracy_drop,
+            "macs_reduction": 1.0 - self.macs_kept,
+            "params_reduction": 1.0 - self.params_kept,
+        }
+        if self.equivalence_max_abs is not None:
+            values["surgery_equivalence"] = self.equivalence_max_abs
+        if self.attribution_spearman is not None:
+            values["attribution_retention"] = self.attribution_spearman
+        if self.colour_selective_pruned is not None:
+            values["colour_selectivity"] = self.colour_selective_pruned
+        if self.speedup is not None:
+            values["speedup"] = self.speedup
+        return values
+
+    def row(self) -> dict[str, Any]:
+        """A flat record for results.csv / results.json."""
+        data = asdict(self)
+        for key in ("pruned_model", "plan", "removed_per_group", "notes"):
+            data.pop(key, None)
+        data["accuracy_drop"] = self.accuracy_drop
+        data["macs_kept"] = self.macs_kept
+        data["params_kept"] = self.params_kept
+        return data
