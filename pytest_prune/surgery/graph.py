@@ -12,7 +12,11 @@ this module closes:
 * it has no notion of the model's inputs and outputs being fixed, and gives the input no node of
   its own: we hand it the input as an "unwrapped parameter" (so that channels tied to the input are
   visible, and ``cat([x, conv(x)])`` gets its offsets right) and record which nodes produce an
-  output, so that channels tied to either are never removed.
+  output, so that channels tied to either are never removed;
+* it prunes only the tensors of layers it has a pruner for (and parameters it sees in autograd):
+  a layer of another type that holds one value per channel (torchvision's ``FrozenBatchNorm2d``,
+  whose statistics are buffers) keeps its old width while the conv before it shrinks. We refuse
+  such layers; one named in ``ignore`` is allowed, and every channel that meets it is kept.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ class _Recording:
     """What our forward function saw: call counts, outputs and the first problem."""
 
     calls: Counter = field(default_factory=Counter)
+    # per module, the autograd sequence numbers just before and after each of its calls: the
+    # autograd nodes numbered in between are the operations that call ran
+    windows: dict[nn.Module, list[tuple[int, int]]] = field(default_factory=dict)
     output_grad_fns: set = field(default_factory=set)
     problem: str | None = None
 
@@ -57,11 +64,21 @@ class TracedModel:
     # channel group lists (TP's stand-ins for add/cat/view and the parameter-free shortcut hold
     # nothing to remove or to mask)
     layer_names: dict[Node, str]
+    # operations run by an ignored layer whose per-channel state Torch-Pruning cannot prune → why
+    # the channels that meet them are kept
+    kept_nodes: dict[Node, str] = field(default_factory=dict)
 
     def describe(self, node: Node) -> str:
-        """``'layer1.0.conv1' (Conv2d)`` for the model's layers, the autograd op otherwise."""
+        """``'layer1.0.conv1' (Conv2d)`` for the model's layers, ``parameter 'block.scale' of shape
+        (8, 1, 1)`` for a parameter used outside a layer Torch-Pruning knows, the autograd op
+        otherwise."""
         if isinstance(node.module, nn.Module) and node.module in self.names:
             return f"{self.names[node.module]!r} ({type(node.module).__name__})"
+        if node is self.input_node:
+            return "the model input"
+        if isinstance(node.module, nn.Parameter):
+            names = {p: n for n, p in self.model.named_parameters()}
+            return f"parameter {names.get(node.module)!r} of shape {tuple(node.module.shape)}"
         op = node.grad_fn.name() if hasattr(node.grad_fn, "name") else type(node.grad_fn).__name__
         return f"the {op} operation in forward"
 
@@ -75,12 +92,13 @@ class TracedModel:
         return "producer" if self.graph.is_out_channel_pruning_fn(handler) else "consumer"
 
     def boundary(self, node: Node, handler: Any) -> str | None:
-        """Why pruning ``node`` with ``handler`` would change the model's interface, if it would."""
+        """Why pruning ``node`` with ``handler`` would change the model's interface (or a layer
+        kept whole on request), if it would."""
         if node in self.output_nodes and self.graph.is_out_channel_pruning_fn(handler):
             return f"{self.describe(node)} produces a model output"
         if node is self.input_node:
             return "the channels are channels of the model input"
-        return None
+        return self.kept_nodes.get(node)
 
     def pruner(self, module: nn.Module):
         return self.graph.get_pruner_of_module(module)
@@ -90,10 +108,69 @@ def _owns_parameters(module: nn.Module) -> bool:
     return any(True for _ in module.parameters(recurse=False))
 
 
-def _holds_weights(module: object) -> bool:
-    if not isinstance(module, nn.Module):
-        return False
+def _owns_tensors(module: nn.Module) -> bool:
     return _owns_parameters(module) or any(True for _ in module.buffers(recurse=False))
+
+
+def _holds_weights(module: object) -> bool:
+    return isinstance(module, nn.Module) and _owns_tensors(module)
+
+
+def _has_pruner(graph: tp.DependencyGraph, module: nn.Module) -> bool:
+    """Whether Torch-Pruning prunes ``module``'s own tensors.
+
+    The same test as Torch-Pruning's ``_detect_unwrapped_parameters``: a customized pruner for the
+    module or its class, or a registered pruner for its type. ``get_pruner_of_module`` cannot tell:
+    it answers the element-wise placeholder, which prunes nothing, for every unknown module.
+    """
+    if type(module) in graph.CUSTOMIZED_PRUNERS or module in graph.CUSTOMIZED_PRUNERS:
+        return True
+    op_type = tp.ops.module2type(module)
+    registered = graph.REGISTERED_PRUNERS.get(op_type) is not None
+    return registered and op_type != tp.ops.OPTYPE.ELEMENTWISE
+
+
+def _channel_counts(graph: tp.DependencyGraph) -> set[int]:
+    """The output widths of the layers Torch-Pruning can prune: the counts of prunable channels.
+    Input widths are left out: every internal width is some layer's output width, and the one that
+    is not (the model input's, 3 for RGB) is never pruned, so input normalisation holding one mean
+    per colour passes."""
+    counts: set[int] = set()
+    for module in graph.module2node:
+        if isinstance(module, nn.Module) and _has_pruner(graph, module):
+            width = graph.get_pruner_of_module(module).get_out_channels(module)
+            if width:
+                counts.add(width)
+    return counts
+
+
+def _unpruned_state(
+    module: nn.Module, graph: tp.DependencyGraph, channel_counts: set[int]
+) -> dict[str, tuple[int, ...]]:
+    """The per-channel tensors of ``module`` that pruning would leave at their old width.
+
+    For a module without a pruner, Torch-Pruning prunes only the parameters autograd shows it
+    (unwrapped parameters, which have nodes of their own); its buffers, and parameters the trace
+    did not reach, stay as they are. A tensor none of whose sizes is a channel count cannot hold
+    one value per channel (a 1x1xHxW map, BatchNorm's ``num_batches_tracked``) and is fine.
+    """
+    if _has_pruner(graph, module):
+        return {}
+    tensors = [*module.named_buffers(recurse=False)] + [
+        (n, p) for n, p in module.named_parameters(recurse=False) if p not in graph.module2node
+    ]
+    return {
+        name: tuple(t.shape)
+        for name, t in tensors
+        if any(size > 1 and size in channel_counts for size in t.shape)
+    }
+
+
+def _autograd_clock() -> int:
+    """The sequence number of a new autograd node: autograd numbers the nodes it creates in one
+    thread in order, so the nodes numbered between two readings are those created in between."""
+    with torch.enable_grad():
+        return (torch.zeros((), requires_grad=True) * 1).grad_fn._sequence_nr()
 
 
 def _module_modes(model: nn.Module) -> dict[nn.Module, bool]:
@@ -118,12 +195,19 @@ def _output_leaves(out: Any) -> Iterable[Any]:
 
 def _recording_forward(recording: _Recording, watched: list[nn.Module]):
     """A forward_fn for Torch-Pruning that records, checks, and never raises."""
+    started: dict[nn.Module, list[int]] = {}
+
+    def start_call(module, inputs):
+        started.setdefault(module, []).append(_autograd_clock())
 
     def count_call(module, inputs, output):
         recording.calls[module] += 1
+        start = started[module].pop()
+        recording.windows.setdefault(module, []).append((start, _autograd_clock()))
 
     def forward(model: nn.Module, x: torch.Tensor):
-        hooks = [m.register_forward_hook(count_call) for m in watched]
+        hooks = [m.register_forward_pre_hook(start_call) for m in watched]
+        hooks += [m.register_forward_hook(count_call) for m in watched]
         try:
             out = model(x)
         except Exception as exc:  # reported after Torch-Pruning removed its hooks
@@ -178,39 +262,126 @@ def _undo_vit_workaround(graph: tp.DependencyGraph, x: torch.Tensor) -> None:
             node.enable_index_mapping = True
 
 
-def _check_coverage(
-    model: nn.Module, graph: tp.DependencyGraph, recording: _Recording, ignore: set[str]
+def _check_traced_once(
+    name: str, module: nn.Module, graph: tp.DependencyGraph, recording: _Recording, ignore: set[str]
 ) -> None:
-    """Every layer with parameters must be in the graph exactly once."""
-    for name, module in model.named_modules():
-        if not (_owns_parameters(module) or module in graph.module2node):
-            continue
-        calls = recording.calls[module]
-        if calls > 1:
-            raise TraceError(
-                f"module {name!r} ({type(module).__name__}) runs {calls} times in one forward "
-                "pass; pytest-prune cannot prune a layer shared between several places: give "
-                "each use its own module"
-            )
-        in_graph = module in graph.module2node or any(
-            p in graph.module2node for p in module.parameters(recurse=False)
+    """A layer with parameters must be in the graph exactly once (absent only if ignored)."""
+    if not (_owns_parameters(module) or module in graph.module2node):
+        return
+    calls = recording.calls[module]
+    if calls > 1:
+        raise TraceError(
+            f"module {name!r} ({type(module).__name__}) runs {calls} times in one forward "
+            "pass; pytest-prune cannot prune a layer shared between several places: give "
+            "each use its own module"
         )
-        if in_graph:
+    in_graph = module in graph.module2node or any(
+        p in graph.module2node for p in module.parameters(recurse=False)
+    )
+    if in_graph:
+        return
+    if calls == 0 and name not in ignore:
+        raise TraceError(
+            f"module {name!r} ({type(module).__name__}) was not run by the forward pass on "
+            "the example input (data-dependent control flow, or an unused layer), so its "
+            "channels cannot be traced: make forward take the same path for every input, "
+            f"or pass ignore=[{name!r}] if the layer is never used"
+        )
+    if calls > 0:
+        raise TraceError(
+            f"module {name!r} ({type(module).__name__}) runs in the forward pass but the "
+            "tracer cannot follow it to a model output (its result is unused, detached, or "
+            "its parameters do not require grad while it is not a standard layer): "
+            "remove it from forward or make it a standard torch.nn layer"
+        )
+
+
+def _unpruned_state_error(name: str, module: nn.Module, state: dict[str, tuple[int, ...]]) -> str:
+    kind = type(module).__name__
+    buffers = {n for n, _ in module.named_buffers(recurse=False)}
+    held = ", ".join(
+        f"{'buffer' if n in buffers else 'parameter'} {n!r} {shape}" for n, shape in state.items()
+    )
+    if {"running_mean", "running_var"} <= buffers and not _owns_parameters(module):
+        dims = kind[-2:] if kind[-2:] in ("1d", "2d", "3d") else "2d"
+        fix = (
+            f"swap it for nn.BatchNorm{dims} in eval mode holding the same weight, bias and "
+            "running statistics (it computes the same numbers)"
+        )
+    else:
+        fix = "make it a standard torch.nn layer (or register a Torch-Pruning pruner for its type)"
+    return (
+        f"module {name!r} ({kind}) holds per-channel state that Torch-Pruning has no pruner for "
+        f"({held}): pruning the channels it touches would leave these at their old width, so "
+        f"the pruned model would fail or compute something else; {fix}, or pass "
+        f"ignore=[{name!r}] if its channels are not pruned (every channel it touches is then kept)"
+    )
+
+
+def _check_coverage(
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    recording: _Recording,
+    ignore: set[str],
+    channel_counts: set[int],
+) -> None:
+    """Every layer with parameters is in the graph exactly once, and no layer outside ``ignore``
+    holds per-channel state that Torch-Pruning would leave unpruned."""
+    for name, module in model.named_modules():
+        _check_traced_once(name, module, graph, recording, ignore)
+        if name in ignore:
             continue
-        if calls == 0 and name not in ignore:
+        state = _unpruned_state(module, graph, channel_counts)
+        if state:
+            raise TraceError(_unpruned_state_error(name, module, state))
+
+
+def _kept_nodes(
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    recording: _Recording,
+    ignore: set[str],
+    channel_counts: set[int],
+) -> dict[Node, str]:
+    """The operations run by ignored layers holding state Torch-Pruning cannot prune → why the
+    channels through them are kept.
+
+    The whole call is kept (for a container, its children's layers too): the state may be used
+    by any operation in it. A call none of whose operations is in the graph (its result does not
+    depend on the input) cannot be kept that way, and is refused.
+    """
+    if not ignore:
+        return {}
+    by_number = {
+        node.grad_fn._sequence_nr(): node
+        for node in graph.module2node.values()
+        if hasattr(node.grad_fn, "_sequence_nr")
+    }
+    kept: dict[Node, str] = {}
+    for name, module in model.named_modules():
+        if name not in ignore or not recording.windows.get(module):
+            continue
+        if not _unpruned_state(module, graph, channel_counts):
+            continue
+        why = (
+            f"{name!r} ({type(module).__name__}) is named in ignore and holds per-channel state "
+            "Torch-Pruning cannot prune"
+        )
+        inside = [
+            node
+            for start, end in recording.windows[module]
+            for number, node in by_number.items()
+            if start < number < end
+        ]
+        if not inside:
             raise TraceError(
-                f"module {name!r} ({type(module).__name__}) was not run by the forward pass on "
-                "the example input (data-dependent control flow, or an unused layer), so its "
-                "channels cannot be traced: make forward take the same path for every input, "
-                f"or pass ignore=[{name!r}] if the layer is never used"
+                f"module {name!r} ({type(module).__name__}) is named in ignore, but no operation "
+                "it runs depends on the model input, so the channels its state meets cannot be "
+                "found and kept: compute its result from its input (x * self.scale, not a "
+                "tensor made from its buffers alone) or make it a standard torch.nn layer"
             )
-        if calls > 0:
-            raise TraceError(
-                f"module {name!r} ({type(module).__name__}) runs in the forward pass but the "
-                "tracer cannot follow it to a model output (its result is unused, detached, or "
-                "its parameters do not require grad while it is not a standard layer): "
-                "remove it from forward or make it a standard torch.nn layer"
-            )
+        kept.update((node, why) for node in inside)
+    return kept
 
 
 def trace_model(
@@ -222,7 +393,9 @@ def trace_model(
     """Trace ``model`` on ``example_input``; the model's weights and modes are left as they were.
 
     With ``check_layers``, every layer with parameters must be traced once (layers named in
-    ``ignore`` may be absent); surgery turns it off, having been given groups found with it on.
+    ``ignore`` may be absent) and no layer outside ``ignore`` may hold per-channel state that
+    Torch-Pruning cannot prune; surgery turns it off, having been given groups found with it on.
+    Channels that meet an ignored layer of the second kind are never removed.
     """
     if not isinstance(example_input, torch.Tensor):
         raise TraceError(
@@ -230,7 +403,7 @@ def trace_model(
             "(a batch of the model's input, e.g. torch.randn(2, 3, 32, 32))"
         )
     names = {m: n for n, m in model.named_modules()}
-    watched = [m for m in model.modules() if _owns_parameters(m)]
+    watched = [m for m in model.modules() if _owns_tensors(m)]
     recording = _Recording()
     modes = _module_modes(model)
     try:
@@ -254,8 +427,11 @@ def trace_model(
         _restore_modes(modes)
     if recording.problem:
         raise TraceError(recording.problem)
+    ignore = set(ignore)
+    channel_counts = _channel_counts(graph)
     if check_layers:
-        _check_coverage(model, graph, recording, set(ignore))
+        _check_coverage(model, graph, recording, ignore, channel_counts)
+    kept_nodes = _kept_nodes(model, graph, recording, ignore, channel_counts)
     _undo_vit_workaround(graph, x)
     install_shortcut_mappings(graph)
     opaque_nodes = complete_concat_mappings(graph)
@@ -268,5 +444,12 @@ def trace_model(
         if isinstance(module, nn.Module) and module in names and _holds_weights(module)
     }
     return TracedModel(
-        model, graph, names, graph.module2node.get(x), output_nodes, opaque_nodes, layer_names
+        model,
+        graph,
+        names,
+        graph.module2node.get(x),
+        output_nodes,
+        opaque_nodes,
+        layer_names,
+        kept_nodes,
     )
