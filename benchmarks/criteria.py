@@ -9,7 +9,7 @@ pass per candidate) on the same channels, with the scores compared for identity.
 
     python benchmarks/criteria.py [--models cifar-resnet20,cifar-resnet56] [--budget macs:0.59]
                                   [--scope inner|all] [--calibration 512]
-    python benchmarks/criteria.py --models '' --car-images 64     (CAR timing only)
+    python benchmarks/criteria.py --models '' --car-images 64 [--threads 1]   (CAR timing only)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 
 import pandas as pd
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from common import measure, plan_for_budget, setup, timed
 from pytest_prune.budget import parse_budget
@@ -56,13 +57,28 @@ def criterion_rows(
     return rows
 
 
+def car_work(s, images: int = 8) -> tuple[float, float]:
+    """Conv/linear FLOPs that CAR's fast and straightforward scorers execute on ``images`` images
+    (aten ops actually run: replayed prefixes cost nothing). Their ratio bounds the speed-up any
+    exact scorer gets on a CPU, where a pass costs in proportion to its FLOPs."""
+    batches = [(x[:images], y[:images]) for x, y in s.batches[:1]]
+    work = []
+    for fast in (True, False):
+        with FlopCounterMode(display=False) as counter:
+            car_scores(s.info.model, s.groups, batches, fast=fast)
+        work.append(float(counter.get_total_flops()))
+    return work[0], work[1]
+
+
 def car_timing(model: str, samples: int) -> dict:
     s = setup(model, "all", samples)
     fast, fast_s = timed(lambda: car_scores(s.info.model, s.groups, s.batches, fast=True))
     slow, slow_s = timed(lambda: car_scores(s.info.model, s.groups, s.batches, fast=False))
     identical = all(torch.equal(fast[k], slow[k]) for k in slow)
+    fast_flops, slow_flops = car_work(s)
     return {"model": model, "channels": sum(g.size for g in s.groups), "images": samples,
-            "reference_s": slow_s, "fast_s": fast_s, "speedup": slow_s / fast_s, "identical": identical}
+            "threads": torch.get_num_threads(), "reference_s": slow_s, "fast_s": fast_s,
+            "speedup": slow_s / fast_s, "flops_ratio": slow_flops / fast_flops, "identical": identical}
 
 
 def main() -> None:
@@ -73,10 +89,11 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=512)
     parser.add_argument("--car-images", type=int, default=256)
     parser.add_argument("--skip-car-timing", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--criteria", default=",".join(OURS + REFERENCE_IMPORTANCES),
                         help="comma list of ours and tp-l1, tp-taylor, tp-lamp, tp-bnscale")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     rows = []
     for model in filter(None, args.models.split(",")):
         rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration, tuple(args.criteria.split(","))))
