@@ -30,7 +30,7 @@ from torch import nn
 from ..modes import eval_mode  # noqa: F401  (re-exported for the criteria)
 
 from ..errors import DataError, TraceError
-from ..groups import ChannelGroup
+from ..groups import ChannelGroup, GroupMember
 
 # Element-wise activation modules a feature point may extend through (channel positions unchanged).
 ACTIVATIONS: tuple[type[nn.Module], ...] = (
@@ -125,41 +125,79 @@ def one_pass(
             h.remove()
 
 
+@dataclass(frozen=True)
+class CallTrace:
+    """The module calls of one forward pass, in the order they finish, and each module's first."""
+
+    calls: tuple[_Call, ...]
+    first_call: Mapping[str, int]
+
+    def reused(self) -> set[str]:
+        return {call.name for call in self.calls if call.call > 0}
+
+
+def trace_calls(model: nn.Module, example: torch.Tensor) -> CallTrace:
+    """Every module call of one forward pass on ``example``: who reads which tensor."""
+    calls = tuple(_trace_calls(model, example))
+    first_call: dict[str, int] = {}
+    for i, call in enumerate(calls):
+        first_call.setdefault(call.name, i)
+    return CallTrace(calls, first_call)
+
+
+def chain_ends(trace: CallTrace, group: ChannelGroup) -> list[tuple[int, GroupMember]]:
+    """The producers of ``group`` that end a chain (no other producer of the group reads their
+    output), with the index of their first call, in forward order."""
+    producers = [m for m in group.producers() if m.module in trace.first_call]
+    read_by_producer = {t for m in producers for t in trace.calls[trace.first_call[m.module]].inputs}
+    ends = []
+    for member in producers:
+        index = trace.first_call[member.module]
+        made = trace.calls[index].output
+        if made is not None and made not in read_by_producer:
+            ends.append((index, member))
+    return sorted(ends, key=lambda t: t[0])
+
+
+def first_reader(
+    model: nn.Module, trace: CallTrace, index: int, kinds: tuple[type[nn.Module], ...]
+) -> _Call | None:
+    """The first later call of a module of ``kinds`` that reads the very tensor call ``index``
+    returned (not modified in place in between), or None."""
+    made = trace.calls[index].output
+    if made is None:
+        return None
+    for later in trace.calls[index + 1 :]:
+        if made in later.inputs and isinstance(model.get_submodule(later.name), kinds):
+            return later
+    return None
+
+
 def feature_points(
     model: nn.Module, groups: Sequence[ChannelGroup], example: torch.Tensor
 ) -> dict[str, tuple[FeaturePoint, ...]]:
     """The feature points of every group (see the module docstring), in forward order."""
-    calls = _trace_calls(model, example)
-    first_call: dict[str, int] = {}
-    for i, call in enumerate(calls):
-        first_call.setdefault(call.name, i)
-    reused = {call.name for call in calls if call.call > 0}
+    trace = trace_calls(model, example)
+    reused = trace.reused()
     out: dict[str, tuple[FeaturePoint, ...]] = {}
     for g in groups:
-        producers = [m for m in g.producers() if m.module in first_call]
-        read_by_producer = {t for m in producers for t in calls[first_call[m.module]].inputs}
         points = []
-        for member in producers:
-            index = first_call[member.module]
-            made = calls[index].output
-            if made is None or made in read_by_producer:
-                continue  # not the end of its chain
+        for index, member in chain_ends(trace, g):
             point = FeaturePoint(member.module, member.indices, reused=member.module in reused)
-            for later in calls[index + 1 :]:
-                # the very tensor the producer returned, not modified in place in between
-                if made in later.inputs and isinstance(model.get_submodule(later.name), ACTIVATIONS):
-                    point = FeaturePoint(
-                        later.name, member.indices, activated=True, call=later.call, reused=later.name in reused
-                    )
-                    break
-            points.append((index, point))
+            activation = first_reader(model, trace, index, ACTIVATIONS)
+            if activation is not None:
+                point = FeaturePoint(
+                    activation.name, member.indices, activated=True, call=activation.call,
+                    reused=activation.name in reused,
+                )
+            points.append(point)
         if not points:
             raise TraceError(
                 f"channel group {g.name!r}: none of its producers "
                 f"({', '.join(m.module for m in g.producers())}) ran in a forward pass on an input "
                 f"of shape {tuple(example.shape)}; check that the groups belong to this model"
             )
-        out[g.name] = tuple(p for _, p in sorted(points, key=lambda t: t[0]))
+        out[g.name] = tuple(points)
     return out
 
 
