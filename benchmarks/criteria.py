@@ -26,7 +26,7 @@ from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.criteria.car import CAR, car_scores
 from pytest_prune.surgery.reference_importance import REFERENCE_IMPORTANCES, torch_pruning_scores
 
-OURS = ("l1", "taylor", "taylor-plain", "attribution", "meanvar", "cpmc", "bn-error", "car", "random")
+OURS = ("l1", "taylor", "taylor-plain", "attribution", "meanvar", "cpmc", "bn-error", "recal-error", "car", "random")
 
 
 def criterion_rows(

@@ -16,10 +16,10 @@ BASELINES = Path(__file__).resolve().parents[1] / "baselines"
         (["--prune-criteria=l1", "--prune-ratios=0.5", "--prune-recovery=none,bn,lsq"], 18),
         # the statistics + Tucker methods of Gong et al. run once each
         (["--prune-criteria=tucker-vbmf,meanvar+tucker"], 4 + 6),
-        # a data-free criterion that reads one sample to trace the model
-        (["--prune-criteria=bn-error"], 18),
+        # the error-model criteria: predicted (data-free) and measured
+        (["--prune-criteria=bn-error,recal-error"], 36),
     ],
-    ids=["default", "recovery", "statistics-tucker", "bn-error"],
+    ids=["default", "recovery", "statistics-tucker", "error-models"],
 )
 def test_lenet5_gates_pass_against_committed_baselines(pytester, args, items):
     result = pytester.runpytest("--prune-model=lenet5", f"--prune-baselines={BASELINES}",

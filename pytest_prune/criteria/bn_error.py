@@ -90,13 +90,18 @@ def channel_moments(
     return rectified_moments(mu, var.sqrt())
 
 
-def _output_scale(model: nn.Module, trace: CallTrace, consumer: str, width: int) -> torch.Tensor:
-    """γ/σ of the BatchNorm that reads ``consumer``'s output directly; ones when there is none."""
+def next_batchnorm(model: nn.Module, trace: CallTrace, consumer: str) -> nn.Module | None:
+    """The BatchNorm that reads ``consumer``'s output directly, or None."""
     index = trace.first_call.get(consumer)
     reader = None if index is None else first_reader(model, trace, index, (nn.modules.batchnorm._BatchNorm,))
-    if reader is None:
+    return None if reader is None else model.get_submodule(reader.name)
+
+
+def output_scale(model: nn.Module, trace: CallTrace, consumer: str, width: int) -> torch.Tensor:
+    """γ/σ of the BatchNorm that reads ``consumer``'s output directly; ones when there is none."""
+    bn = next_batchnorm(model, trace, consumer)
+    if bn is None:
         return torch.ones(width, dtype=torch.float64)
-    bn = model.get_submodule(reader.name)
     scale = 1.0 / torch.sqrt(bn.running_var.detach().double() + bn.eps)
     if bn.affine:
         scale = scale * bn.weight.detach().double()
@@ -122,7 +127,7 @@ def error_gram(model: nn.Module, group: ChannelGroup, trace: CallTrace, rectify:
         moments = channel_moments(model, group, trace, rectify, before=trace.first_call.get(member.module))
         outputs = module.weight.shape[0]
         slices = [parts[0].double().reshape(outputs, -1) for parts in member_weight_slices(model, member)]
-        scale = _output_scale(model, trace, member.module, outputs)
+        scale = output_scale(model, trace, member.module, outputs)
         shift = torch.stack([w.sum(dim=1) for w in slices]) * scale * moments.mean[:, None]  # (channels, outputs)
         spread = torch.stack([((w**2).sum(dim=1) * scale**2).sum() for w in slices])
         gram += shift @ shift.T + torch.diag(moments.var * spread)
