@@ -6,6 +6,7 @@ The weights and data live outside the repository (``../shared/data/cifar10`` or 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -80,6 +81,25 @@ def plan_for_budget(
     if criterion is not None and type(criterion).plan is not Criterion.plan:
         return criterion.plan(ctx, ratio, "layerwise"), ratio
     return plan_from_scores(s.groups, scores, ratio), ratio
+
+
+def correct_per_image(s: Setup, plan: PrunePlan, recovery: str = "none") -> torch.Tensor:
+    """1.0 where the pruned (and recovered) model is right on an evaluation image, else 0.0."""
+    from pytest_prune.measure.accuracy import batches_of
+    from pytest_prune.recovery import parse_recovery
+
+    model = prune_model(s.info.model, s.groups, plan, s.example)
+    if recovery != "none":
+        model = parse_recovery(recovery).recover(s.info.model, model, s.data, seed=0, groups=s.groups, plan=plan).model
+    model.eval()
+    with torch.no_grad():
+        return torch.cat([(model(x).argmax(1) == y).double() for x, y in batches_of(s.data.evaluation, 256)])
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean of a − b over the same images and its standard error, in points (per-image 0/1)."""
+    d = a - b
+    return 100 * float(d.mean()), 100 * float(d.std()) / math.sqrt(len(d))
 
 
 def measure(s: Setup, plan: PrunePlan, recoveries: Sequence[str] = ("none", "bn")) -> dict[str, float]:

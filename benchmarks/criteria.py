@@ -8,7 +8,7 @@ scoring time. Then CAR's fast scorer is timed against the straightforward one (o
 pass per candidate) on the same channels, with the scores compared for identity.
 
     python benchmarks/criteria.py [--models cifar-resnet20,cifar-resnet56] [--budget macs:0.59]
-                                  [--scope inner|all] [--calibration 512]
+                                  [--scope inner|all] [--calibration 512] [--paired A:B,...]
     python benchmarks/criteria.py --models '' --car-images 64 [--threads 1]   (CAR timing only)
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import measure, plan_for_budget, setup, timed
+from common import correct_per_image, measure, paired_difference, plan_for_budget, setup, timed
 from pytest_prune.budget import parse_budget
 from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.criteria.car import CAR, car_scores
@@ -30,11 +30,14 @@ OURS = ("l1", "taylor", "taylor-plain", "attribution", "meanvar", "cpmc", "bn-er
 
 
 def criterion_rows(
-    model: str, budget_text: str, scope: str, calibration: int, names: tuple[str, ...] = OURS + REFERENCE_IMPORTANCES
+    model: str, budget_text: str, scope: str, calibration: int, names: tuple[str, ...] = OURS + REFERENCE_IMPORTANCES,
+    paired: tuple[str, ...] = (),
 ) -> list[dict]:
+    """One row per criterion; then, for each pair ``"A:B"`` in ``paired`` (both among ``names``),
+    the paired difference A − B of top-1 on the same images, one-shot and after ``bn``."""
     s = setup(model, scope, calibration)
     budget = parse_budget(budget_text)
-    rows = []
+    rows, plans = [], {}
     print(f"{model}: dense top-1 {s.dense_top1:.4f}, {len(s.groups)} groups ({scope})", flush=True)
     for name in names:
         torch.manual_seed(0)
@@ -49,11 +52,17 @@ def criterion_rows(
             ctx = ScoringContext(s.info.model, s.groups, s.batches if criterion.needs_data else [], seed=0)
             scores, seconds = timed(lambda: criterion.scores(ctx))
         (plan, ratio), plan_seconds = timed(lambda: plan_for_budget(s, budget, scores, criterion, ctx))
+        plans[name] = plan
         row = {"model": model, "criterion": name, "ratio": round(ratio, 4), **measure(s, plan)}
         row["score_seconds"] = seconds + plan_seconds
         rows.append(row)
         print(f"  {name:<14} top1 one-shot {row['top1_none']:.4f}  +bn {row['top1_bn']:.4f}  "
               f"MACs kept {row['macs_kept']:.4f}  {row['score_seconds']:.1f}s", flush=True)
+    for pair in paired:
+        a, b = pair.split(":")
+        for recovery in ("none", "bn"):
+            diff, error = paired_difference(correct_per_image(s, plans[a], recovery), correct_per_image(s, plans[b], recovery))
+            print(f"  paired {a} - {b} ({recovery}): {diff:+.2f} points, standard error {error:.2f}", flush=True)
     return rows
 
 
@@ -89,6 +98,7 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=512)
     parser.add_argument("--car-images", type=int, default=256)
     parser.add_argument("--skip-car-timing", action="store_true")
+    parser.add_argument("--paired", default="", help="comma list of A:B criterion pairs: paired difference A − B")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--criteria", default=",".join(OURS + REFERENCE_IMPORTANCES),
                         help="comma list of ours and tp-l1, tp-taylor, tp-lamp, tp-bnscale")
@@ -96,7 +106,8 @@ def main() -> None:
     torch.set_num_threads(args.threads or max(1, torch.get_num_threads()))
     rows = []
     for model in filter(None, args.models.split(",")):
-        rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration, tuple(args.criteria.split(","))))
+        rows.extend(criterion_rows(model, args.budget, args.scope, args.calibration, tuple(args.criteria.split(",")),
+                                   tuple(filter(None, args.paired.split(",")))))
     if rows:
         table = pd.DataFrame(rows)
         pd.set_option("display.width", 200)

@@ -17,7 +17,8 @@ class Accuracy:
     samples: int
 
 
-def _batches(data: Dataset | Iterable, batch_size: int) -> Iterable:
+def batches_of(data: Dataset | Iterable, batch_size: int) -> Iterable:
+    """(inputs, labels) batches of a Dataset (in order) or of an iterable of batches as it is."""
     if isinstance(data, Dataset):
         return DataLoader(data, batch_size=batch_size, shuffle=False)
     return data
@@ -35,7 +36,7 @@ def evaluate(
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     try:
-        for x, y in _batches(data, batch_size):
+        for x, y in batches_of(data, batch_size):
             x, y = x.to(device), y.to(device)
             logits = model(x)
             correct += int((logits.argmax(1) == y).sum())
