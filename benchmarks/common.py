@@ -83,14 +83,21 @@ def plan_for_budget(
     return plan_from_scores(s.groups, scores, ratio), ratio
 
 
+def recovered(s: Setup, pruned: torch.nn.Module, plan: PrunePlan, recovery: str) -> tuple[torch.nn.Module, float]:
+    """``pruned`` (cut from the dense model by ``plan``) after ``recovery`` (seed 0), and its seconds."""
+    from pytest_prune.recovery import parse_recovery
+
+    if recovery == "none":
+        return pruned, 0.0
+    result = parse_recovery(recovery).recover(s.info.model, pruned, s.data, seed=0, groups=s.groups, plan=plan)
+    return result.model, result.seconds
+
+
 def correct_per_image(s: Setup, plan: PrunePlan, recovery: str = "none") -> torch.Tensor:
     """1.0 where the pruned (and recovered) model is right on an evaluation image, else 0.0."""
     from pytest_prune.measure.accuracy import batches_of
-    from pytest_prune.recovery import parse_recovery
 
-    model = prune_model(s.info.model, s.groups, plan, s.example)
-    if recovery != "none":
-        model = parse_recovery(recovery).recover(s.info.model, model, s.data, seed=0, groups=s.groups, plan=plan).model
+    model, _ = recovered(s, prune_model(s.info.model, s.groups, plan, s.example), plan, recovery)
     model.eval()
     with torch.no_grad():
         return torch.cat([(model(x).argmax(1) == y).double() for x, y in batches_of(s.data.evaluation, 256)])
@@ -103,15 +110,10 @@ def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
 
 
 def measure(s: Setup, plan: PrunePlan, recoveries: Sequence[str] = ("none", "bn")) -> dict[str, float]:
-    from pytest_prune.recovery import parse_recovery
-
     pruned = prune_model(s.info.model, s.groups, plan, s.example)
     out = {"macs_kept": count_model(pruned, s.example).macs / s.dense_count.macs}
     for recovery in recoveries:
-        model, seconds = pruned, 0.0
-        if recovery != "none":
-            result = parse_recovery(recovery).recover(s.info.model, pruned, s.data, seed=0, groups=s.groups, plan=plan)
-            model, seconds = result.model, result.seconds
+        model, seconds = recovered(s, pruned, plan, recovery)
         out[f"top1_{recovery}"] = evaluate(model, s.data.evaluation).top1
         out[f"seconds_{recovery}"] = seconds
     return out

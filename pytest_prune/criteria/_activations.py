@@ -71,6 +71,19 @@ class _Call:
     output: Tag | None
 
 
+def calibration_subset(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], max_samples: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``max_samples`` samples of ``batches`` (all when None), in their batches."""
+    out, seen = [], 0
+    for x, y in batches:
+        if max_samples is not None and seen >= max_samples:
+            break
+        if max_samples is not None and seen + x.shape[0] > max_samples:
+            x, y = x[: max_samples - seen], y[: max_samples - seen]
+        out.append((x, y))
+        seen += x.shape[0]
+    return out
+
+
 def example_of(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], criterion: str) -> torch.Tensor:
     """One sample of the first calibration batch, for tracing; a clear error when there is none."""
     if not batches or batches[0][0].shape[0] == 0:

@@ -41,7 +41,7 @@ from ..errors import DataError, SpecError
 from ..groups import ChannelGroup
 from ..masking import channels_masked
 from ..plan import ALLOCATIONS, Allocation, PrunePlan, removal_count
-from ._activations import eval_mode
+from ._activations import calibration_subset, eval_mode
 from ._iterative import iterative_plan, steps_for
 from ._prefix_cache import PrefixCache
 from .base import Criterion, ScoringContext, Scores
@@ -73,19 +73,6 @@ class CarIndex:
 def _outcome(out: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module) -> tuple[int, float]:
     """(correct predictions, summed loss) of one batch; the one place both paths measure."""
     return int((out.argmax(dim=1) == y).sum()), float(loss_fn(out, y)) * y.shape[0]
-
-
-def calibration_subset(batches: Batches, max_samples: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The first ``max_samples`` samples of ``batches`` (all when None), in their batches."""
-    out, seen = [], 0
-    for x, y in batches:
-        if max_samples is not None and seen >= max_samples:
-            break
-        if max_samples is not None and seen + x.shape[0] > max_samples:
-            x, y = x[: max_samples - seen], y[: max_samples - seen]
-        out.append((x, y))
-        seen += x.shape[0]
-    return out
 
 
 def default_copies(batches: Batches) -> int:

@@ -20,10 +20,9 @@ import torch
 from torch import nn
 
 from ..groups import ChannelGroup, GroupMember, is_conv_or_linear
-from ._activations import CallTrace, example_of, one_pass, trace_calls
+from ._activations import CallTrace, calibration_subset, example_of, one_pass, trace_calls
 from .base import Criterion, ScoringContext, Scores
 from .bn_error import greedy_scores, next_batchnorm, output_scale
-from .car import calibration_subset
 from .registry import register
 
 # floats of per-channel contributions held at once (N × channels × outputs × positions): 128 MiB
