@@ -13,8 +13,6 @@ pruned model's integrated-gradients maps on 16 evaluation images, with top-1 bes
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 import pandas as pd
 
@@ -23,14 +21,14 @@ from pytest_prune.run import PruneRun, RunSettings
 CRITERIA = ("attribution", "attribution-corr", "l1", "random")
 
 
-def settings_for(model: str, cache: Path) -> RunSettings:
+def settings_for(model: str) -> RunSettings:
     if model.startswith("cifar-resnet"):
         from common import data_dir
 
         folder = data_dir()
         return RunSettings(model, weights=str(folder / f"resnet{model.removeprefix('cifar-resnet')}.th"),
                            data=f"cifar10:{folder}", calibration_images=256)
-    return RunSettings(model, cache_dir=cache)
+    return RunSettings(model)
 
 
 def main() -> None:
@@ -38,10 +36,9 @@ def main() -> None:
     parser.add_argument("--models", default="lenet5,lenet5-colour")
     parser.add_argument("--ratios", default="0.3,0.5")
     args = parser.parse_args()
-    cache = Path(os.environ.get("PRUNE_CACHE_DIR", ".pytest_cache/d/pytest-prune"))
     rows = []
     for model in args.models.split(","):
-        run = PruneRun(settings_for(model, cache))
+        run = PruneRun(settings_for(model))
         for ratio in map(float, args.ratios.split(",")):
             for criterion in CRITERIA:
                 r = run.method(criterion, ratio)

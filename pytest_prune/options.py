@@ -6,7 +6,6 @@ Every option ``--prune-X`` is also an ini key ``prune_X``; the command line wins
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "package.module:callable. Gate items are generated only when it is set (default: unset)."),
     ("prune-weights", "string", None,
      "state dict to load into the model, read with torch.load(weights_only=True) "
-     "(default: none; lenet5 then uses the embedded model trained on digits)."),
+     "(default: none; lenet5 and lenet5-colour then use their shipped trained weights)."),
     ("prune-data", "string", None,
      "data spec: digits, cifar10:DIR, cifar10-jpeg:DIR, synthetic:CxHxW:K or "
      "package.module:callable (default: the model's own default data)."),
@@ -166,16 +165,6 @@ def baselines_dir(config: pytest.Config) -> Path:
     return path if path.is_absolute() else Path(config.rootpath) / path
 
 
-def cache_dir(config: pytest.Config) -> Path:
-    """Where the embedded model's trained weights live: PRUNE_CACHE_DIR, else pytest's cache."""
-    env = os.environ.get("PRUNE_CACHE_DIR")
-    if env:
-        return Path(env)
-    if config.cache is not None:
-        return Path(config.cache.mkdir("pytest-prune"))
-    return Path(config.rootpath) / ".pytest_cache" / "d" / "pytest-prune"
-
-
 def run_settings(config: pytest.Config, model: str):
     """The :class:`~pytest_prune.run.RunSettings` the options describe, for ``model``."""
     from .run import RunSettings
@@ -188,7 +177,6 @@ def run_settings(config: pytest.Config, model: str):
         seed=parse_seed(get(config, "prune-seed")),
         allocation=get(config, "prune-allocation") or "layerwise",
         device=get(config, "prune-device") or "cpu",
-        cache_dir=cache_dir(config),
         attribution_method=parse_attribution(get(config, "prune-attribution")),
     )
 

@@ -25,7 +25,6 @@ from .candidates import load_candidate, match_filters
 from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
-from .embedded import RECIPES, trained_lenet5
 from .equivalence import max_abs_difference
 from .errors import PruneError, SpecError
 from .groups import ChannelGroup
@@ -64,7 +63,6 @@ class RunSettings:
     colour_images: int = 256  # evaluation images the colour-selectivity index ranks
     colour_threshold: float = COLOUR_SELECTIVE_THRESHOLD
     latency_repeats: int = 20
-    cache_dir: Path | None = None  # where the embedded default's trained weights are kept
 
     def __post_init__(self):
         if self.allocation not in ALLOCATIONS:
@@ -126,11 +124,6 @@ class PruneRun:
     def info(self) -> ModelInfo:
         s = self.settings
         info = load_model(s.model, s.weights, allow_pickle=s.allow_pickle)
-        if info.name in RECIPES and not s.weights:
-            # The embedded defaults: trained on first use, then cached by their recipe.
-            recipe = RECIPES[info.name]
-            info.model.load_state_dict(trained_lenet5(s.cache_dir, recipe))
-            info.weights = f"embedded:{info.name}-{recipe['data']}"
         info.model.to(s.device).eval()
         return info
 

@@ -1,12 +1,9 @@
-"""Shared test setup: one cache for the embedded model across in-process pytest runs.
+"""Shared test setup: modules loaded once for the in-process pytest runs, one thread per test.
 
 pytester runs the plugin in this process and drops, after each run, every module that run imported;
 some compiled modules (numpy.fft) cannot be imported twice in one process. Importing the whole
 pipeline here, once, keeps those modules loaded across the in-process runs.
 """
-
-import os
-from pathlib import Path
 
 import numpy.fft  # noqa: F401
 import pandas  # noqa: F401
@@ -23,19 +20,6 @@ from pytest_prune.data import load_data
 load_data("digits")
 
 pytest_plugins = ["pytester"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_prune_cache(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Point PRUNE_CACHE_DIR at one folder so that pytester runs reuse the trained LeNet-5."""
-    if "PRUNE_CACHE_DIR" not in os.environ:
-        cache = getattr(pytestconfig, "cache", None)  # absent under -p no:cacheprovider
-        if cache is not None:
-            folder = Path(cache.mkdir("pytest-prune"))
-        else:
-            folder = tmp_path_factory.mktemp("pytest-prune-cache")
-        os.environ["PRUNE_CACHE_DIR"] = str(folder)
-    return Path(os.environ["PRUNE_CACHE_DIR"])
 
 
 @pytest.fixture(autouse=True)

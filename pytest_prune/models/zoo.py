@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..imports import import_callable
+from .embedded import EMBEDDED, embedded_weights
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
 from .lenet5 import LeNet5
 
@@ -31,14 +32,18 @@ class ModelInfo:
         return torch.randn((batch,) + tuple(self.input_shape), generator=torch.Generator().manual_seed(0))
 
 
+def _embedded(name: str, model: nn.Module, input_shape: tuple[int, int, int], data: str) -> ModelInfo:
+    """An embedded default, with its shipped trained weights (``--prune-weights`` may replace them)."""
+    model.load_state_dict(embedded_weights(name))
+    return ModelInfo(name, name, model, input_shape, 10, data, weights=f"embedded:{EMBEDDED[name]}")
+
+
 def _lenet5() -> ModelInfo:
-    return ModelInfo("lenet5", "lenet5", LeNet5(), (1, 32, 32), 10, "digits")
+    return _embedded("lenet5", LeNet5(), (1, 32, 32), "digits")
 
 
 def _lenet5_colour() -> ModelInfo:
-    return ModelInfo(
-        "lenet5-colour", "lenet5-colour", LeNet5(in_channels=3), (3, 32, 32), 10, "colour-digits"
-    )
+    return _embedded("lenet5-colour", LeNet5(in_channels=3), (3, 32, 32), "colour-digits")
 
 
 def _cifar(depth: int) -> Callable[[], ModelInfo]:

@@ -12,8 +12,8 @@ from pytest_prune.run import PruneRun, RunSettings
 DATA = Path(os.environ.get("PRUNE_CIFAR10_DIR", Path(__file__).resolve().parents[3] / "shared/data/cifar10"))
 
 
-def test_candidate_gates_with_baselines(pytester, shared_prune_cache):
-    run = PruneRun(RunSettings("lenet5", cache_dir=shared_prune_cache))
+def test_candidate_gates_with_baselines(pytester):
+    run = PruneRun(RunSettings("lenet5"))
     ours = run.method("l1", 0.5)
     path = pytester.path / "release-1.pt"
     torch.save(ours.pruned_model.state_dict(), path)
@@ -30,8 +30,8 @@ def test_candidate_gates_with_baselines(pytester, shared_prune_cache):
     pytester.runpytest(*args).assert_outcomes(passed=11)
 
 
-def test_tampered_candidate_fails_cleanly(pytester, shared_prune_cache):
-    run = PruneRun(RunSettings("lenet5", cache_dir=shared_prune_cache))
+def test_tampered_candidate_fails_cleanly(pytester):
+    run = PruneRun(RunSettings("lenet5"))
     path = pytester.path / "broken.pt"
     torch.save(run.method("l1", 0.5).pruned_model.state_dict(), path)
     path.write_bytes(path.read_bytes()[:-200])  # truncated in transfer

@@ -41,8 +41,8 @@ def _render(page: Path) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
 
 
-def test_report_renders_with_every_image_loaded(tmp_path, shared_prune_cache):
-    run = PruneRun(RunSettings("lenet5", cache_dir=shared_prune_cache))
+def test_report_renders_with_every_image_loaded(tmp_path):
+    run = PruneRun(RunSettings("lenet5"))
     run.method("l1", 0.5)
     run.method("random", 0.5)
     written = write_report(run, tmp_path / "report")
