@@ -1,7 +1,8 @@
 """The baseline store: small JSON files under ``baselines/<model>/``, one per compression method.
 
-A file records the settings it was measured under (data, seed, recovery, allocation) and, per
-check, the measured value and its tolerance. It is written atomically (temporary file, then
+A file records the settings it was measured under (data, seed, recovery, allocation), its
+provenance (the dense model, data and plan it was measured on: :mod:`pytest_prune.provenance`)
+and, per check, the measured value and its tolerance. It is written atomically (temporary file, then
 ``os.replace``) with sorted keys and one value per line, so a code review shows exactly which
 number moved. The store knows nothing of torch: it reads and writes plain numbers.
 """
@@ -18,8 +19,12 @@ from typing import Any, Mapping
 
 from .errors import BaselineError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # format 1 had no provenance
 UPDATE_HINT = "--prune-update-baselines"
+OBTAINED_SUFFIX = ".obtained.json"  # measured values written beside a failing baseline
+# Settings that older files recorded and that are provenance now (shown when they change, not refused).
+_PROVENANCE_KEYS = ("weights",)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Baseline:
     method: str  # e.g. "l1-0.5" or "l1-0.5+lsq"
     settings: dict[str, Any] = field(default_factory=dict)
     checks: dict[str, CheckBaseline] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +49,7 @@ class Baseline:
             "model": self.model,
             "method": self.method,
             "settings": dict(self.settings),
+            "provenance": dict(self.provenance),
             "checks": {
                 k: {"value": c.value, "tolerance": c.tolerance} for k, c in sorted(self.checks.items())
             },
@@ -51,21 +58,30 @@ class Baseline:
     @classmethod
     def from_json(cls, data: Any, path: Path) -> "Baseline":
         try:
-            if data.get("format") != FORMAT_VERSION:
+            if data.get("format") not in READABLE_FORMATS:
                 raise BaselineError(
-                    f"baseline {path} has format {data.get('format')!r}, expected {FORMAT_VERSION}; "
-                    f"regenerate it with {UPDATE_HINT}"
+                    f"baseline {path} has format {data.get('format')!r}, expected one of "
+                    f"{READABLE_FORMATS}; regenerate it with {UPDATE_HINT}"
                 )
             checks = {
                 name: CheckBaseline(float(c["value"]), float(c["tolerance"]))
                 for name, c in data["checks"].items()
             }
-            return cls(str(data["model"]), str(data["method"]), dict(data.get("settings", {})), checks)
+            return cls(
+                str(data["model"]), str(data["method"]), dict(data.get("settings", {})), checks,
+                dict(data.get("provenance") or {}),
+            )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise BaselineError(
                 f"baseline {path} is malformed ({type(exc).__name__}: {exc}); fix it by hand or "
                 f"regenerate it with {UPDATE_HINT}"
             ) from None
+
+
+def _compact_int_lists(text: str) -> str:
+    """Lists of integers (removed positions, per-layer counts) on one line each: a review diff
+    then shows one changed line per group or layer, not one per channel."""
+    return re.sub(r"\[\s*(-?\d+(?:,\s*-?\d+)*)\s*\]", lambda m: "[" + ", ".join(m.group(1).replace(",", " ").split()) + "]", text)
 
 
 def _safe(name: str) -> str:
@@ -100,10 +116,32 @@ class BaselineStore:
             ) from None
         return Baseline.from_json(data, path)
 
+    def obtained_path(self, model: str, method: str) -> Path:
+        return self.root / _safe(model) / f"{_safe(method)}{OBTAINED_SUFFIX}"
+
+    def load_if_valid(self, model: str, method: str) -> Baseline | None:
+        """The stored baseline, or ``None`` when there is none or it cannot be read."""
+        try:
+            return self.load(model, method) if self.exists(model, method) else None
+        except BaselineError:
+            return None
+
     def save(self, baseline: Baseline) -> Path:
-        path = self.path(baseline.model, baseline.method)
+        self.obtained_path(baseline.model, baseline.method).unlink(missing_ok=True)
+        return self._write(self.path(baseline.model, baseline.method), baseline)
+
+    def save_obtained(self, baseline: Baseline) -> Path:
+        """Write what a failing run measured beside its baseline, for a reviewer to diff; the
+        folder's ``.gitignore`` keeps these files out of commits."""
+        ignore = self.root / ".gitignore"
+        if not ignore.exists():
+            ignore.parent.mkdir(parents=True, exist_ok=True)
+            ignore.write_text(f"# measured values of failing gates (pytest-prune)\n*{OBTAINED_SUFFIX}\n")
+        return self._write(self.obtained_path(baseline.model, baseline.method), baseline)
+
+    def _write(self, path: Path, baseline: Baseline) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(baseline.to_json(), indent=2, sort_keys=True) + "\n"
+        text = _compact_int_lists(json.dumps(baseline.to_json(), indent=2, sort_keys=True)) + "\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -116,13 +154,15 @@ class BaselineStore:
 
     def methods(self, model: str) -> list[str]:
         folder = self.root / _safe(model)
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted(p.stem for p in folder.glob("*.json") if not p.name.endswith(OBTAINED_SUFFIX))
 
 
 def settings_mismatch(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between the settings a baseline was measured under and now."""
     out = []
-    for key in sorted(set(stored) | set(current)):
+    for key in sorted((set(stored) | set(current)) - set(_PROVENANCE_KEYS)):
         if stored.get(key) != current.get(key):
             out.append(f"{key}: baseline {stored.get(key)!r}, this run {current.get(key)!r}")
     return out

@@ -11,6 +11,7 @@ from typing import Callable
 from .baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from .errors import BaselineError, PruneError
 from .gates import CHECKS, SPEEDUP, compare, new_baselines
+from .provenance import data_change, dense_model_change, explain_changes
 from .methods import has_surgery, is_ratio_free
 from .results import MethodResult
 from .run import candidate_id, method_id
@@ -19,6 +20,18 @@ from .session import GateState
 
 class PruneFailure(Exception):
     """A gate did not hold; the message is the whole explanation."""
+
+
+def unused_baselines(root: Path, model: str, methods: set[str]) -> list[str]:
+    """Baseline files of ``model`` under ``root`` that no generated gate reads."""
+    store = BaselineStore(root)
+    return [f"{m}.json" for m in store.methods(model) if m not in methods]
+
+
+def model_checks(state: GateState) -> list[str]:
+    """The checks that can fail on this model: colour selectivity needs a colour input."""
+    colour = state.run.info.input_shape[0] >= 3
+    return [c for c in CHECKS if c != "colour_selectivity" or colour]
 
 
 class ModelGates(pytest.Collector):
@@ -35,7 +48,7 @@ class ModelGates(pytest.Collector):
             ratios = [None] if is_ratio_free(criterion) else opts.ratios
             # equivalence and colour checks need removed channels; pure decompositions have none
             checks = [
-                c for c in CHECKS
+                c for c in model_checks(self.state)
                 if c not in ("surgery_equivalence", "colour_selectivity") or has_surgery(criterion)
             ]
             if opts.min_speedup is not None:
@@ -59,7 +72,7 @@ class CandidateGates(pytest.Collector):
         self.state = state
 
     def collect(self):
-        checks = [c for c in CHECKS if c != "surgery_equivalence"]
+        checks = [c for c in model_checks(self.state) if c != "surgery_equivalence"]
         if self.state.options.min_speedup is not None:
             checks.append(SPEEDUP.name)
         for path in self.state.options.candidates:
@@ -97,13 +110,20 @@ class GateItem(pytest.Item):
             self._write_baseline(store, result, settings)
             return
         baseline = store.load(run.name, self.method)
+        path = store.path(run.name, self.method)
         differences = settings_mismatch(baseline.settings, settings)
+        moved_data = data_change(baseline.provenance, result.provenance)
+        if moved_data and not differences:
+            differences = [f"data spec {settings['data']!r} now gives other data ({moved_data})"]
         if differences:
             raise BaselineError(
-                f"baseline {store.path(run.name, self.method)} was measured under other settings "
+                f"baseline {path} was measured under other settings "
                 f"({'; '.join(differences)}); rerun with the baseline's settings, or re-measure "
                 "with --prune-update-baselines"
             )
+        dense_moved = dense_model_change(baseline.provenance, result.provenance)
+        if dense_moved:  # a new release of the dense model is compared, never silently
+            self.state.note(f"{run.name}: {dense_moved} — compared against baselines of the old one")
         if self.check not in result.checks():
             raise PruneFailure(
                 f"{self.nodeid}: {self.check} could not be measured for {self.method} "
@@ -111,11 +131,17 @@ class GateItem(pytest.Item):
             )
         if self.check not in baseline.checks:
             raise BaselineError(
-                f"baseline {store.path(run.name, self.method)} has no value for {self.check}; "
-                "add it with --prune-update-baselines"
+                f"baseline {path} has no value for {self.check}; add it with --prune-update-baselines"
             )
         outcome = compare(self.check, result.checks()[self.check], baseline.checks[self.check])
-        self._judge(outcome, f"baseline file: {store.path(run.name, self.method)}")
+        if not outcome.passed:
+            obtained = store.save_obtained(
+                Baseline(run.name, self.method, settings,
+                         new_baselines(result.checks(), baseline.checks), result.provenance)
+            )
+            why = explain_changes(baseline.provenance, result.provenance)
+            self._judge(outcome, f"{why}\n  baseline file: {path}\n  measured values: {obtained}")
+        self._judge(outcome, f"baseline file: {path}")
 
     def _judge(self, outcome, source: str) -> None:
         self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")
@@ -125,9 +151,11 @@ class GateItem(pytest.Item):
     def _write_baseline(self, store: BaselineStore, result: MethodResult, settings: dict) -> None:
         key = f"{result.model}::{self.method}"
         if key not in self.state.written:
-            path = store.save(
-                Baseline(result.model, self.method, settings, new_baselines(result.checks()))
-            )
+            previous = store.load_if_valid(result.model, self.method)
+            gated = set(model_checks(self.state))
+            measured = {k: v for k, v in result.checks().items() if k in gated}
+            checks = new_baselines(measured, previous.checks if previous else None)
+            path = store.save(Baseline(result.model, self.method, settings, checks, result.provenance))
             self.state.written.append(key)
             self.state.notes.append(f"baseline written: {path}")
         self.state.record(self.method, self.check, "written")

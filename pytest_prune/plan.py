@@ -55,11 +55,35 @@ def check_ratio(ratio: float) -> float:
     return ratio
 
 
+# Scores are ranked after rounding to this precision, relative to the largest finite |score| ranked
+# together. Why: the same criterion on the same weights and data computes its scores with other
+# roundings on another CPU (other vector widths sum in other orders; float32 reductions then differ
+# in about the 6th-7th significant digit). Channels whose scores are equal in exact arithmetic --
+# dead channels, duplicated filters, symmetric units -- would then be ordered by noise and the plan
+# would flip between machines. Rounded, they tie, and a tie goes to the lower position on every
+# machine. A genuine near-tie that straddles a rounding step can still flip; the portability
+# benchmark (benchmarks/portability.py) measures whether any plan does.
+RANK_PRECISION = 1e-6
+
+
+def rank_keys(scores: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """``scores`` rounded to :data:`RANK_PRECISION` of ``scale`` (default: their largest finite
+    magnitude), as float64 integers; ±inf (already removed channels) stay as they are."""
+    s = scores.detach().double().cpu()
+    finite = torch.isfinite(s)
+    if scale is None:
+        scale = float(s[finite].abs().max()) if bool(finite.any()) else 0.0
+    if scale <= 0.0 or not math.isfinite(scale):
+        return torch.where(finite, torch.zeros_like(s), s)
+    return torch.where(finite, torch.round(s / (scale * RANK_PRECISION)), s)
+
+
 def lowest(scores: torch.Tensor, count: int) -> tuple[int, ...]:
-    """Positions of the ``count`` lowest scores; ties go to the lower position (deterministic)."""
+    """Positions of the ``count`` lowest scores (after :func:`rank_keys`); ties go to the lower
+    position, so the choice is the same on every machine."""
     if count <= 0:
         return ()
-    order = torch.argsort(scores.detach().double().cpu(), stable=True)
+    order = torch.argsort(rank_keys(scores), stable=True)
     return tuple(sorted(int(i) for i in order[:count]))
 
 
@@ -82,9 +106,12 @@ def plan_global(
     check_ratio(ratio)
     total = sum(g.size for g in groups)
     budget = int(math.floor(ratio * total + 0.5))
-    entries = []  # (score, group index, position): sorting is deterministic on ties
+    # One scale for every group: the ranking is global, so is its rounding (see rank_keys).
+    finite = [v for g in groups for v in scores[g.name].detach().double().cpu().tolist() if math.isfinite(v)]
+    scale = max((abs(v) for v in finite), default=0.0)
+    entries = []  # (rounded score, group index, position): sorting is deterministic on ties
     for gi, g in enumerate(groups):
-        for pos, s in enumerate(scores[g.name].detach().double().cpu().tolist()):
+        for pos, s in enumerate(rank_keys(scores[g.name], scale).tolist()):
             entries.append((s, gi, pos))
     entries.sort()
     removable = {g.name: g.size - max(1, math.ceil(floor * g.size)) for g in groups}

@@ -14,7 +14,8 @@ import pytest
 from . import options
 from .errors import PruneError, SpecError
 from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
-from .items import CandidateGates, GateItem, ModelGates, PruneFailure
+from .items import CandidateGates, GateItem, ModelGates, PruneFailure, unused_baselines
+from .recovery import check_recoveries_apply
 from .report import write_report
 from .run import PruneRun
 from .session import GATE_STATE, GateState
@@ -85,14 +86,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     try:
         name = state.run.info.name
+        check_recoveries_apply(state.run.info.model, state.options.recoveries)
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
     # nodeid given explicitly: ids read `lenet5::l1-0.5::accuracy_drop`, with no file part
     collector = ModelGates.from_parent(session, name=name, nodeid=name, state=state)
-    items.extend(collector.collect())
+    gates = list(collector.collect())
     if state.options.candidates:
         candidates = CandidateGates.from_parent(session, name="candidate", nodeid="candidate", state=state)
-        items.extend(candidates.collect())
+        gates.extend(candidates.collect())
+    items.extend(gates)
+    unused = unused_baselines(state.options.baselines, name, {item.method for item in gates})
+    if unused:
+        state.note(
+            f"baselines of {name} that these options do not produce (kept, never deleted; remove them "
+            f"by hand if they are stale): {', '.join(unused)}"
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

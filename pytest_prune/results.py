@@ -7,6 +7,7 @@ They hold values only: :class:`~pytest_prune.run.PruneRun` fills them in.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,6 +68,8 @@ class MethodResult:
     match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
     notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)
+    # what it was measured on (see pytest_prune.provenance): dense model, data, plan, layer counts
+    provenance: dict[str, Any] = field(default_factory=dict)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
     plan: PrunePlan | None = field(default=None, repr=False, compare=False)
 
@@ -85,6 +88,7 @@ class MethodResult:
     def checks(self) -> dict[str, float]:
         """The values the gates compare with the baseline."""
         values = {
+            "top1": self.top1_pruned,
             "accuracy_drop": self.accuracy_drop,
             "macs_reduction": 1.0 - self.macs_kept,
             "params_reduction": 1.0 - self.params_kept,
@@ -102,9 +106,23 @@ class MethodResult:
     def row(self) -> dict[str, Any]:
         """A flat record for results.csv / results.json."""
         data = asdict(self)
-        for key in ("pruned_model", "plan", "removed_per_group", "notes"):
+        for key in ("pruned_model", "plan", "removed_per_group", "notes", "provenance"):
             data.pop(key, None)
+        data.update(provenance_columns(self.provenance))
         data["accuracy_drop"] = self.accuracy_drop
         data["macs_kept"] = self.macs_kept
         data["params_kept"] = self.params_kept
         return data
+
+
+def provenance_columns(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The provenance as flat ``results.csv`` columns (digests; removed channels per group as JSON)."""
+    plan = provenance.get("plan") or {}
+    return {
+        "dense_digest": provenance.get("dense_model", {}).get("digest"),
+        "evaluation_digest": provenance.get("data", {}).get("evaluation"),
+        "calibration_digest": provenance.get("data", {}).get("calibration"),
+        "plan_digest": plan.get("digest"),
+        "plan_removed": json.dumps(plan["removed"], sort_keys=True) if plan else None,
+        "compressed_digest": provenance.get("compressed_digest"),
+    }

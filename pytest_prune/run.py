@@ -39,6 +39,7 @@ from .methods import (
     tucker,
 )
 from .models import ModelInfo, load_model
+from .provenance import dataset_digest, layer_counts, plan_record, state_dict_digest
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery
 from .results import MethodResult, OneShot
@@ -107,6 +108,38 @@ def method_id(criterion: str, target: Target | None, recovery: str = "none") -> 
     """The readable id of a compression method: ``l1-0.5``, ``l1-macs0.5+lsq``, ``meanvar``."""
     base = criterion if target is None else f"{criterion}-{target_label(target)}"
     return base if recovery in ("", "none") else f"{base}+{recovery}"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method id taken apart: ``l1-macs0.5+lsq`` → ``("l1", "macs:0.5", "lsq")``."""
+
+    criterion: str
+    target: str | None  # as --prune-ratios spells it; None for ratio-free methods
+    recovery: str = "none"
+
+
+def parse_method_id(method: str) -> MethodSpec:
+    """The inverse of :func:`method_id`, for the method ids of baseline files."""
+    from .methods import known_methods
+
+    known = set(known_methods())
+    splits = [(method, "none")] + [
+        (method[:i], method[i + 1:]) for i in range(len(method)) if method[i] == "+"
+    ]
+    for base, recovery in splits:
+        if base in known and is_ratio_free(base):
+            return MethodSpec(base, None, recovery)
+        criterion, _, label = base.rpartition("-")
+        if criterion in known and not is_ratio_free(criterion) and label:
+            kind = next((k for k in ("macs", "params") if label.startswith(k)), None)
+            target = f"{kind}:{label[len(kind):]}" if kind else label
+            try:
+                parse_target(target)
+            except SpecError:
+                continue
+            return MethodSpec(criterion, target, recovery)
+    raise SpecError(f"{method!r} is not a method id of the form <criterion>-<ratio>[+<recovery>]")
 
 
 class PruneRun:
@@ -182,13 +215,40 @@ class PruneRun:
             self.settings.calibration_images, batch_size=64, device=self.settings.device
         )
 
+    @cached_property
+    def dense_provenance(self) -> dict[str, Any]:
+        """The dense model's digest, top-1 and weights file (a new release changes all three)."""
+        return {
+            "digest": state_dict_digest(self.info.model),
+            "top1": self.dense_top1,
+            "weights": Path(self.info.weights).name if self.info.weights else None,
+        }
+
+    @cached_property
+    def data_provenance(self) -> dict[str, Any]:
+        """Digests of the evaluation and calibration splits (images and labels)."""
+        return {
+            "evaluation": dataset_digest(self.data.evaluation),
+            "calibration": dataset_digest(self.data.calibration),
+        }
+
+    def provenance(self, plan: PrunePlan | None, count: ModelCount, compressed: nn.Module) -> dict[str, Any]:
+        """What one method was measured on: see :mod:`pytest_prune.provenance`."""
+        return {
+            "dense_model": self.dense_provenance,
+            "data": self.data_provenance,
+            "plan": plan_record(self.groups, plan),
+            "layers": layer_counts(count),
+            "compressed_digest": state_dict_digest(compressed),
+        }
+
     def settings_record(self, recovery: str = "none") -> dict[str, Any]:
-        """The settings a baseline is only comparable under."""
+        """The settings a baseline is only comparable under (the weights are provenance: a new
+        release of the dense model is compared, and shown, not refused)."""
         s = self.settings
         return {
             "attribution": s.attribution_method,
             "data": self.data_spec,
-            "weights": Path(self.info.weights).name if self.info.weights else None,
             "seed": s.seed,
             "allocation": s.allocation,
             "recovery": recovery,
@@ -296,6 +356,7 @@ class PruneRun:
             channels_removed=plan.count() if plan else 0,
             match_mean_cosine=match.mean_cosine if match is not None else None,
             notes=list(loaded.notes), pruned_model=model, plan=plan,
+            provenance=self.provenance(plan, count, model),
             **self._inspect(model, plan),
         )
         self._results[key] = result
@@ -385,6 +446,7 @@ class PruneRun:
             removed_per_group={
                 g.name: len(shot.plan.remove.get(g.name, ())) for g in groups if shot.plan
             },
+            provenance=self.provenance(shot.plan, shot.count, model),
             pruned_model=model,
             plan=shot.plan,
         )

@@ -22,5 +22,10 @@ class GateState:
     def record(self, method: str, check: str, outcome: str) -> None:
         self.outcomes.setdefault(method, {})[check] = outcome
 
+    def note(self, line: str) -> None:
+        """A line for the end of the summary, once however many items report it."""
+        if line not in self.notes:
+            self.notes.append(line)
+
 
 GATE_STATE = pytest.StashKey[GateState]()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..groups import ChannelGroup, is_batchnorm, is_conv_or_linear, member_weight_slices
+from ..plan import rank_keys
 from ._activations import CallTrace, chain_ends, example_of, first_reader, trace_calls
 from .base import Criterion, ScoringContext, Scores
 from .registry import register
@@ -145,7 +146,8 @@ def greedy_scores(gram: torch.Tensor) -> torch.Tensor:
     scores = torch.empty(n, dtype=torch.float64)
     error, previous = 0.0, -1.0
     for _ in range(n):
-        c = int(torch.argmin(torch.where(left, cost, torch.full_like(cost, math.inf))))
+        # rounded (plan.rank_keys): a near-tie goes to the lower index on every machine
+        c = int(torch.argmin(rank_keys(torch.where(left, cost, torch.full_like(cost, math.inf)))))
         error += float(cost[c])
         score = math.sqrt(max(error, 0.0))
         previous = score if score > previous else math.nextafter(previous, math.inf)

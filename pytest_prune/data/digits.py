@@ -8,6 +8,8 @@ measured on exactly these held-out images.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,17 @@ def digits_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return train_indices, held_out_indices
 
 
+def exact_mean_std(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and (unbiased) standard deviation from exactly rounded sums (:func:`math.fsum`).
+
+    A vectorised float32 reduction sums in an order that depends on the CPU's vector width, so its
+    last bits differ between machines; an exactly rounded sum does not.
+    """
+    flat = values.detach().double().flatten().numpy()
+    mean = math.fsum(flat) / flat.size
+    return mean, math.sqrt(math.fsum((flat - mean) ** 2) / (flat.size - 1))
+
+
 def load_digits_bundle(calibration_size: int | None = None) -> DataBundle:
     """Train (1,437) and held-out (360) digits as normalised 1×32×32 tensors; calibration from train."""
     from sklearn.datasets import load_digits  # imported here: only this data source needs scikit-learn
@@ -50,8 +63,9 @@ def load_digits_bundle(calibration_size: int | None = None) -> DataBundle:
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
     train_indices, held_out_indices = (torch.from_numpy(i) for i in digits_split(raw.target))
-    # Statistics of the train split only, so nothing about the held-out images leaks into training.
-    mean, std = images[train_indices].mean(), images[train_indices].std()
+    # Statistics of the train split only, so nothing about the held-out images leaks into training;
+    # summed exactly, so that they (and the data digest) are the same bits on every CPU.
+    mean, std = exact_mean_std(images[train_indices])
     images = (images - mean) / std
 
     train = TensorSamples(images[train_indices], labels[train_indices])

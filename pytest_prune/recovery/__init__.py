@@ -13,7 +13,13 @@ Import a step module here to make its name available to ``--prune-recovery``.
 
 from . import bn, finetune, lsq, none  # noqa: F401  (registration side effect)
 from .base import RecoveryContext, RecoveryStep, StepReport
-from .pipeline import RecoveryPipeline, RecoveryResult, parse_recovery, resolve_device
+from .pipeline import (
+    RecoveryPipeline,
+    RecoveryResult,
+    check_recoveries_apply,
+    parse_recovery,
+    resolve_device,
+)
 from .registry import get_step, known_steps, register, step_classes
 
 __all__ = [
@@ -22,6 +28,7 @@ __all__ = [
     "RecoveryResult",
     "RecoveryStep",
     "StepReport",
+    "check_recoveries_apply",
     "get_step",
     "known_steps",
     "parse_recovery",

@@ -142,3 +142,17 @@ def parse_recovery(spec: str) -> RecoveryPipeline:
     if len(steps) > 1 and any(step.name == "none" for step in steps):
         raise SpecError(f"recovery spec {spec!r} combines 'none' with other steps; write only the steps")
     return RecoveryPipeline(steps)
+
+
+def check_recoveries_apply(model: nn.Module, specs: Sequence[str]) -> None:
+    """Refuse a recovery whose ``bn`` step would be a no-op on ``model`` (no BatchNorm layer): its
+    gates would only duplicate the method without it."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    pointless = [spec for spec in specs if any(step.name == "bn" for step in parse_recovery(spec).steps)]
+    if pointless:
+        raise SpecError(
+            f"--prune-recovery {','.join(pointless)}: the model has no BatchNorm layer, so BatchNorm "
+            "recalibration ('bn') changes nothing and would gate a duplicate of the method without "
+            "it; drop the 'bn' step for this model"
+        )
