@@ -6,6 +6,7 @@ Every option ``--prune-X`` is also an ini key ``prune_X``; the command line wins
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-model", "string", None,
      "model spec to gate: lenet5, cifar-resnet20/32/44/56/110, torchvision:NAME or "
      "package.module:callable. Gate items are generated only when it is set (default: unset)."),
+    ("prune-name", "string", None,
+     "name of the model in gate ids and its baseline folder (default: from the model spec, "
+     "mypkg.net:build -> mypkg.net.build)."),
     ("prune-weights", "string", None,
      "state dict to load into the model, read with torch.load(weights_only=True) "
      "(default: none; lenet5 and lenet5-colour then use their shipped trained weights)."),
@@ -41,7 +45,7 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      f"how a ratio is spread over layers: {' or '.join(ALLOCATIONS)} (default: layerwise)."),
     ("prune-baselines", "string", DEFAULT_BASELINES,
      f"directory of stored baselines, one folder per model (default: {DEFAULT_BASELINES}/ "
-     "under the rootdir)."),
+     "beside the ini file pytest found, else in the folder pytest was started from)."),
     ("prune-seed", "string", "0", "seed for criteria and data subsets (default: 0)."),
     ("prune-report", "string", None,
      "directory to write results.csv and results.json into (default: no report)."),
@@ -54,6 +58,10 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
      "(default: not gated)."),
 ]
+IGNORE_HELP = (
+    "layers whose channels are kept (never pruned): comma list of module names or glob patterns "
+    "such as 'features.0,classifier.*'; as an ini key, one per line (default: none)."
+)
 CANDIDATE_HELP = (
     "a compressed release candidate to gate against the dense --prune-model: a state dict with "
     "fewer channels (read with weights_only=True) or a torch.export program (.pt2); repeat the "
@@ -73,6 +81,8 @@ def add_options(parser: pytest.Parser) -> None:
     for name, ini_type, default, help_text in _OPTIONS:
         group.addoption(f"--{name}", dest=name.replace("-", "_"), default=None, help=help_text)
         parser.addini(name.replace("-", "_"), help_text, type=ini_type, default=default)
+    group.addoption("--prune-ignore", dest="prune_ignore", default=None, help=IGNORE_HELP)
+    parser.addini("prune_ignore", IGNORE_HELP, type="linelist", default=[])
     group.addoption("--prune-candidate", dest="prune_candidate", action="append", default=None,
                     help=CANDIDATE_HELP)
     parser.addini("prune_candidate", CANDIDATE_HELP, type="paths", default=[])
@@ -153,16 +163,39 @@ class GateOptions:
 
 def candidate_paths(config: pytest.Config) -> tuple[Path, ...]:
     given = config.getoption("prune_candidate")
-    paths = [Path(p) for p in given] if given else list(config.getini("prune_candidate"))
+    paths = [invocation_path(config, p) for p in given] if given else list(config.getini("prune_candidate"))
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise SpecError(f"--prune-candidate: no such file {missing[0]!r}")
     return tuple(Path(p) for p in paths)
 
 
+def invocation_path(config: pytest.Config, value: str | Path) -> Path:
+    """A path option as the user meant it: relative paths from the folder pytest was started in."""
+    path = Path(value)
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+def project_dir(config: pytest.Config) -> Path:
+    """The project's folder: where pytest's ini file is, else where pytest was started.
+
+    Not pytest's rootdir: pytest folds every existing path on the command line into its choice of
+    rootdir, so ``--prune-report /tmp/r`` (space form) would move the baselines to ``/tmp``.
+    """
+    if config.inipath is not None:
+        return Path(config.inipath).parent
+    return Path(config.invocation_params.dir)
+
+
 def baselines_dir(config: pytest.Config) -> Path:
-    path = Path(get(config, "prune-baselines") or DEFAULT_BASELINES)
-    return path if path.is_absolute() else Path(config.rootpath) / path
+    """``--prune-baselines``: relative to the invocation folder when given on the command line, to the
+    ini file's folder when given as an ini key; by default ``baselines/`` in :func:`project_dir`."""
+    given = config.getoption("prune_baselines")
+    if given:
+        path = Path(given)
+        return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+    path = Path(config.getini("prune_baselines") or DEFAULT_BASELINES)
+    return path if path.is_absolute() else project_dir(config) / path
 
 
 def run_settings(config: pytest.Config, model: str):
@@ -171,7 +204,9 @@ def run_settings(config: pytest.Config, model: str):
 
     return RunSettings(
         model=model,
-        weights=get(config, "prune-weights"),
+        name=_name(config),
+        ignore=_ignore(config),
+        weights=_weights(config),
         allow_pickle=bool(get(config, "prune-allow-pickle")),
         data=get(config, "prune-data"),
         seed=parse_seed(get(config, "prune-seed")),
@@ -179,6 +214,27 @@ def run_settings(config: pytest.Config, model: str):
         device=get(config, "prune-device") or "cpu",
         attribution_method=parse_attribution(get(config, "prune-attribution")),
     )
+
+
+def _ignore(config: pytest.Config) -> tuple[str, ...]:
+    given = config.getoption("prune_ignore")
+    items = given.split(",") if given is not None else config.getini("prune_ignore")
+    return tuple(sorted({item.strip() for item in items if item.strip()}))
+
+
+def _name(config: pytest.Config) -> str | None:
+    name = get(config, "prune-name")
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise SpecError(f"--prune-name {name!r}: use letters, digits and . _ + - only (it names a folder)")
+    return name
+
+
+def _weights(config: pytest.Config) -> str | None:
+    given = config.getoption("prune_weights")
+    if given:
+        return str(invocation_path(config, given))
+    ini = config.getini("prune_weights")  # an ini path is relative to the ini file's folder
+    return str(project_dir(config) / ini) if ini and not Path(ini).is_absolute() else (ini or None)
 
 
 def parse_attribution(value: str | None) -> str:

@@ -45,7 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
             recoveries=options.parse_recoveries(options.get(config, "prune-recovery")),
             baselines=options.baselines_dir(config),
             update=bool(options.get(config, "prune-update-baselines")),
-            report=Path(report) if report else None,
+            report=options.invocation_path(config, report) if report else None,
             min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
             candidates=options.candidate_paths(config),
         )
@@ -85,7 +85,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if state is None:
         return
     try:
-        name = state.run.info.name
+        state.run.check_inputs()
+        name = state.run.name
         check_recoveries_apply(state.run.info.model, state.options.recoveries)
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
@@ -98,9 +99,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.extend(gates)
     unused = unused_baselines(state.options.baselines, name, {item.method for item in gates})
     if unused:
+        shown = ", ".join(unused if config.option.verbose > 0 else unused[:4])
+        more = "" if config.option.verbose > 0 or len(unused) <= 4 else f", … ({len(unused) - 4} more; -v lists them)"
         state.note(
-            f"baselines of {name} that these options do not produce (kept, never deleted; remove them "
-            f"by hand if they are stale): {', '.join(unused)}"
+            f"{len(unused)} baseline file(s) of {name} in {state.options.baselines} are not produced by "
+            f"these options (kept, never deleted; remove stale ones by hand): {shown}{more}"
         )
 
 

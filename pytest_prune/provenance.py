@@ -41,9 +41,10 @@ def _hasher() -> "hashlib._Hash":
 
 
 def _add_tensor(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
+    tensor = tensor.detach().cpu()
     hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    hasher.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    flat = tensor.contiguous().reshape(-1)  # a 0-d tensor cannot be viewed as bytes
+    hasher.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
 
 
 def state_dict_digest(model: nn.Module) -> str:

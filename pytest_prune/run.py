@@ -10,6 +10,7 @@ model kept of the dense one (attributions, colour filters, latency) is :mod:`pyt
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
 from .equivalence import max_abs_difference
-from .errors import PruneError, SpecError
+from .errors import DataError, PruneError, SpecError
 from .groups import ChannelGroup
 from .inspection import FirstLayerColour, first_layer_colour, inspect_compressed
 from .measure import ModelCount, count_model, evaluate, serialised_bytes
@@ -51,6 +52,8 @@ class RunSettings:
     """Everything a run depends on; two runs with equal settings give equal results."""
 
     model: str
+    name: str | None = None  # gate ids and baseline folder (None: from the model spec)
+    ignore: tuple[str, ...] = ()  # module names or glob patterns whose channels are kept
     weights: str | None = None
     allow_pickle: bool = False
     data: str | None = None  # None: the model's default data
@@ -162,7 +165,12 @@ class PruneRun:
 
     @property
     def name(self) -> str:
-        return self.info.name
+        return self.settings.name or self.info.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """C, H, W of one sample: the model's if it says, else its data's."""
+        return tuple(self.info.input_shape or self.data.input_shape)
 
     @cached_property
     def data(self) -> DataBundle:
@@ -173,6 +181,21 @@ class PruneRun:
                 "(e.g. package.module:callable returning (x, y) tensors)"
             )
         return load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape)
+
+    def check_inputs(self) -> None:
+        """Build the model, load the data, and run one batch through it: a bad model or data spec,
+        data of the wrong shape, or a model that cannot be traced fails here, once."""
+        _ = self.data, self.example_input  # cached properties: loading them is the check
+        try:
+            with torch.no_grad():
+                self.info.model(self.example_input)
+        except Exception as exc:  # the model's own error, for the user to read
+            raise DataError(
+                f"model {self.settings.model!r} fails on a batch of {self.data_spec!r} samples "
+                f"({'x'.join(map(str, self.input_shape))}): {type(exc).__name__}: {str(exc).splitlines()[0]}; "
+                "check that --prune-data fits the model"
+            ) from None
+        _ = self.groups  # tracing errors name their fix
 
     @property
     def data_spec(self) -> str:
@@ -189,8 +212,23 @@ class PruneRun:
         return x.to(self.settings.device)
 
     @cached_property
+    def ignored_modules(self) -> tuple[str, ...]:
+        """The modules ``--prune-ignore`` names, its glob patterns expanded."""
+        names = [name for name, _ in self.info.model.named_modules() if name]
+        chosen: set[str] = set()
+        for pattern in self.settings.ignore:
+            matched = fnmatch.filter(names, pattern)
+            if not matched:
+                raise SpecError(
+                    f"--prune-ignore {pattern!r} matches no module of {self.settings.model!r}; use "
+                    f"names from model.named_modules(), e.g. {', '.join(names[:4])}"
+                )
+            chosen.update(matched)
+        return tuple(sorted(chosen))
+
+    @cached_property
     def groups(self) -> list[ChannelGroup]:
-        return find_channel_groups(self.info.model, self.example_input)
+        return find_channel_groups(self.info.model, self.example_input, ignore=self.ignored_modules)
 
     @cached_property
     def dense_top1(self) -> float:
@@ -252,6 +290,7 @@ class PruneRun:
             "seed": s.seed,
             "allocation": s.allocation,
             "recovery": recovery,
+            **({"ignore": list(s.ignore)} if s.ignore else {}),
         }
 
     # -- one method ---------------------------------------------------------------------------

@@ -23,10 +23,11 @@ def summary_lines(state: GateState) -> list[str]:
         f"{'params kept':>12} {'attr rho':>8} {'colour p/k':>10} {'speedup':>8} {'score s':>8}  gates"
     )
     lines = [header, "-" * len(header)]
+    colour_input = state.run.input_shape[0] >= 3  # grey input: no colour-selective filters
     for r in state.run.results():
         colour = (
             f"{r.colour_selective_pruned:.2f}/{r.colour_selective_kept:.2f}"
-            if r.colour_selective_pruned is not None and r.colour_selective_kept is not None
+            if colour_input and r.colour_selective_pruned is not None and r.colour_selective_kept is not None
             else "-"
         )
         lines.append(
@@ -41,7 +42,7 @@ def summary_lines(state: GateState) -> list[str]:
             f"dense {r0.model}: top-1 {r0.top1_dense:.2%}, {r0.macs_dense:,} MACs/sample, "
             f"{r0.params_dense:,} params; data {state.run.data_spec}"
         )
-    if any(r.colour_selective_pruned is not None for r in state.run.results()):
+    if colour_input and any(r.colour_selective_pruned is not None for r in state.run.results()):
         lines.append(
             "colour p/k: share of colour-selective first-layer filters among the removed / the kept "
             f"(CSI > {state.run.settings.colour_threshold}); attr rho: mean Spearman correlation of "

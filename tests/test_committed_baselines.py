@@ -1,28 +1,68 @@
-"""The committed baselines hold: what `pytest --prune-model=lenet5 ...` checks in the README."""
+"""Every committed baseline holds, with the plan it records: what CI runs under both kernel settings.
 
+The invocations are read from ``baselines/`` itself: for each model folder, its files grouped by
+recovery and by the ratios their criterion has, so that every committed file is compared and no
+gate lacks a file. ``.ci/run`` runs this module a second time under ``ATEN_CPU_CAPABILITY=default``
+(another CPU's rounding): the verdicts, and the plans, must not change.
+"""
+
+from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from pytest_prune.baselines import BaselineStore
+from pytest_prune.run import parse_method_id
 
 BASELINES = Path(__file__).resolve().parents[1] / "baselines"
 
 
-@pytest.mark.parametrize(
-    "args, items",
-    [
-        # the README's default command: l1 and random at the three default ratios, 6 checks each
-        ([], 36),
-        # recovery is part of the method: each recovery has its own baseline
-        (["--prune-criteria=l1", "--prune-ratios=0.5", "--prune-recovery=none,bn,lsq"], 18),
-        # the statistics + Tucker methods of Gong et al. run once each
-        (["--prune-criteria=tucker-vbmf,meanvar+tucker"], 4 + 6),
-        # the error-model criteria: predicted (data-free) and measured
-        (["--prune-criteria=bn-error,recal-error"], 36),
-    ],
-    ids=["default", "recovery", "statistics-tucker", "error-models"],
-)
-def test_lenet5_gates_pass_against_committed_baselines(pytester, args, items):
-    result = pytester.runpytest("--prune-model=lenet5", f"--prune-baselines={BASELINES}",
-                                "-p", "no:randomly", *args)
-    result.assert_outcomes(passed=items)
-    assert "pytest-prune summary" in result.stdout.str()
+def invocations() -> list:
+    """(model, recovery, criteria, ratios, method ids) per pytest run that covers the files."""
+    store = BaselineStore(BASELINES)
+    runs = []
+    for folder in sorted(p for p in BASELINES.iterdir() if p.is_dir()):
+        by_criterion = defaultdict(list)
+        for method in store.methods(folder.name):
+            spec = parse_method_id(method)
+            by_criterion[(spec.recovery, spec.criterion)].append((spec.target, method))
+        grouped = defaultdict(list)
+        for (recovery, criterion), entries in by_criterion.items():
+            ratios = tuple(sorted({t for t, _ in entries if t is not None}))
+            grouped[(recovery, ratios)].append((criterion, [m for _, m in entries]))
+        for (recovery, ratios), members in sorted(grouped.items()):
+            criteria = [c for c, _ in members]
+            methods = sorted(m for _, ms in members for m in ms)
+            runs.append(pytest.param(folder.name, recovery, criteria, ratios, methods,
+                                     id=f"{folder.name}-{recovery}-{'-'.join(ratios) or 'ratio-free'}"))
+    return runs
+
+
+def test_every_committed_file_is_covered():
+    covered = {(p.values[0], m) for p in invocations() for m in p.values[4]}
+    store = BaselineStore(BASELINES)
+    files = {(f.name, m) for f in BASELINES.iterdir() if f.is_dir() for m in store.methods(f.name)}
+    assert covered == files and len(files) >= 60
+
+
+@pytest.mark.parametrize("model, recovery, criteria, ratios, methods", invocations())
+def test_committed_baselines_pass_with_their_plans(pytester, tmp_path, model, recovery, criteria, ratios, methods):
+    args = [f"--prune-model={model}", f"--prune-baselines={BASELINES}", f"--prune-recovery={recovery}",
+            f"--prune-criteria={','.join(criteria)}", f"--prune-report={tmp_path}", "-p", "no:randomly"]
+    if ratios:
+        args.append(f"--prune-ratios={','.join(ratios)}")
+    result = pytester.runpytest(*args)
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
+    assert outcomes["passed"] >= 5 * len(methods)
+    # the same channels removed as when the baseline was written (another CPU must not flip a plan)
+    measured = pd.read_csv(tmp_path / "results.csv").set_index("method")
+    assert sorted(measured.index) == methods
+    store = BaselineStore(BASELINES)
+    for method in methods:
+        stored = store.load(model, method).provenance
+        plan = (stored.get("plan") or {}).get("digest")  # None for a pure decomposition
+        got = measured.loc[method, "plan_digest"]
+        assert (None if pd.isna(got) else got) == plan, method
+        assert measured.loc[method, "dense_digest"] == stored["dense_model"]["digest"]

@@ -23,12 +23,14 @@ class ModelInfo:
     name: str  # used in gate ids and as the baseline folder name
     spec: str
     model: nn.Module
-    input_shape: tuple[int, int, int]  # C, H, W of one sample
-    num_classes: int
+    input_shape: tuple[int, int, int] | None  # C, H, W of one sample; None: taken from the data
+    num_classes: int | None  # None: taken from the data
     default_data: str | None  # data spec used when --prune-data is not given
     weights: str | None = None
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
+        if self.input_shape is None:
+            raise SpecError(f"model {self.spec!r} gives no input shape; it comes from its data")
         return torch.randn((batch,) + tuple(self.input_shape), generator=torch.Generator().manual_seed(0))
 
 
@@ -81,8 +83,14 @@ def _torchvision(name: str, spec: str) -> ModelInfo:
     return ModelInfo(f"torchvision-{safe}", spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000")
 
 
+def spec_name(spec: str) -> str:
+    """The gate-id and baseline-folder name of a user spec: ``mypkg.net:build`` → ``mypkg.net.build``
+    (the whole spec, so that two packages' ``build`` factories do not share a folder)."""
+    module, _, attr = spec.partition(":")
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{module}.{attr}" if attr else module)
+
+
 def _user_factory(spec: str) -> ModelInfo:
-    attr = spec.partition(":")[2]
     factory = import_callable(spec, "--prune-model", "an nn.Module (or a pytest_prune.models.ModelInfo)")
     built = factory()
     if isinstance(built, ModelInfo):
@@ -92,10 +100,15 @@ def _user_factory(spec: str) -> ModelInfo:
             f"--prune-model {spec!r}: the factory returned {type(built).__name__}, not an "
             "nn.Module (or a pytest_prune.models.ModelInfo)"
         )
-    input_shape = tuple(getattr(built, "input_shape", (3, 224, 224)))
-    num_classes = int(getattr(built, "num_classes", 1000))
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", attr)
-    return ModelInfo(name, spec, built, input_shape, num_classes, getattr(built, "default_data", None))
+    # A bare nn.Module says nothing of its input: shape and class count then come from the data.
+    shape = getattr(built, "input_shape", None)
+    classes = getattr(built, "num_classes", None)
+    return ModelInfo(
+        spec_name(spec), spec, built,
+        tuple(int(v) for v in shape) if shape is not None else None,
+        int(classes) if classes is not None else None,
+        getattr(built, "default_data", None),
+    )
 
 
 def build_model(spec: str) -> ModelInfo:

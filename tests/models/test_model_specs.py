@@ -46,7 +46,7 @@ def test_user_factory_and_unknown_specs(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     info = build_model("my_models:tiny")
-    assert info.name == "tiny" and info.input_shape == (3, 8, 8) and info.num_classes == 2
+    assert info.name == "my_models.tiny" and info.input_shape == (3, 8, 8) and info.num_classes == 2
     with pytest.raises(SpecError, match="returned int, not an nn.Module"):
         build_model("my_models:not_a_model")
     with pytest.raises(SpecError, match="cannot import module 'no_such_module'"):

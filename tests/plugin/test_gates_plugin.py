@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 FAST = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
-CHECKS = sorted(["accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence",
-                 "attribution_retention", "colour_selectivity"])
+# grey-input LeNet-5: no colour_selectivity item (it could never fail there)
+CHECKS = sorted(["top1", "accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence",
+                 "attribution_retention"])
 
 
 def _run(pytester, *args):
@@ -167,14 +168,14 @@ def test_fixtures_and_marker_for_user_tests(pytester):
 
 
 def test_recovery_and_budget_ids_and_baselines(pytester):
-    result = _run(pytester, "--prune-ratios=macs:0.5", "--prune-recovery=none,bn",
+    result = _run(pytester, "--prune-ratios=macs:0.5", "--prune-recovery=none,lsq",
                   "--prune-update-baselines", "-v")
     result.assert_outcomes(passed=12)
     out = result.stdout.str()
     assert "lenet5::l1-macs0.5::accuracy_drop" in out
-    assert "lenet5::l1-macs0.5+bn::accuracy_drop" in out
-    stored = json.loads((pytester.path / "bl" / "lenet5" / "l1-macs0.5+bn.json").read_text())
-    assert stored["settings"]["recovery"] == "bn"
+    assert "lenet5::l1-macs0.5+lsq::accuracy_drop" in out
+    stored = json.loads((pytester.path / "bl" / "lenet5" / "l1-macs0.5+lsq.json").read_text())
+    assert stored["settings"]["recovery"] == "lsq"
     # the budget is met: half the MACs kept, within the documented 2 %
     reduction = stored["checks"]["macs_reduction"]["value"]
     assert abs((1 - reduction) - 0.5) <= 0.02
@@ -194,7 +195,7 @@ def test_baseline_of_another_recovery_is_a_mismatch(pytester):
 def test_ratio_free_methods_run_once_without_equivalence(pytester):
     result = _run(pytester, "--prune-criteria=tucker-vbmf", "--prune-update-baselines", "-v")
     out = result.stdout.str()
-    result.assert_outcomes(passed=4)  # no surgery: no equivalence or colour check
+    result.assert_outcomes(passed=5)  # no surgery: no equivalence or colour check
     assert "lenet5::tucker-vbmf::macs_reduction" in out
     assert "tucker-vbmf-0.5" not in out
 
@@ -204,3 +205,38 @@ def test_min_speedup_gate_compares_with_the_option(pytester):
     result.assert_outcomes(passed=6, failed=1)
     out = result.stdout.str()
     assert "lenet5::l1-0.5::speedup" in out and "must be at least 1000" in out
+
+
+@pytest.mark.parametrize("recovery", ["bn", "none,lsq+bn"])
+def test_bn_recovery_on_a_model_without_batchnorm_is_refused_once(pytester, recovery):
+    result = _run(pytester, f"--prune-recovery={recovery}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "has no BatchNorm layer" in err and "drop the 'bn' step" in err
+    assert err.count("has no BatchNorm layer") == 1
+
+
+def test_colour_selectivity_is_gated_on_colour_input_only(pytester):
+    grey = _run(pytester, "--collect-only", "-q").stdout.str()
+    colour = pytester.runpytest("--prune-model=lenet5-colour", "--prune-criteria=l1", "--prune-ratios=0.5",
+                                "--collect-only", "-q").stdout.str()
+    assert "colour_selectivity" not in grey and "lenet5::l1-0.5::top1" in grey
+    assert "lenet5-colour::l1-0.5::colour_selectivity" in colour
+
+
+def test_prune_ignore_keeps_the_layers_channels_and_is_a_setting(pytester):
+    _run(pytester, "--prune-ignore=features.0,classifier.*", "--prune-update-baselines").assert_outcomes(passed=6)
+    stored = json.loads(_baseline_file(pytester).read_text())
+    assert stored["settings"]["ignore"] == ["classifier.*", "features.0"]
+    assert list(stored["provenance"]["plan"]["removed"]) == ["features.3"]  # the only group left
+    assert stored["provenance"]["layers"]["features.0"] == [117600, 156]  # all 6 filters kept
+    mismatch = _run(pytester)  # without the option: another setting, not a comparison
+    mismatch.assert_outcomes(failed=6)
+    assert "ignore: baseline ['classifier.*', 'features.0'], this run None" in mismatch.stdout.str()
+
+
+def test_prune_ignore_pattern_matching_nothing_is_refused_once(pytester):
+    result = _run(pytester, "--prune-ignore=feature.0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "--prune-ignore 'feature.0' matches no module of 'lenet5'" in err and err.count("pytest-prune:") == 1

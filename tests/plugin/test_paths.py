@@ -1,0 +1,73 @@
+"""Path options never move the project: baselines stay in the project's ``baselines/`` whatever
+paths are given, in the ``--opt PATH`` form (which pytest folds into its rootdir) or ``--opt=PATH``."""
+
+import pytest
+import torch
+
+from pytest_prune.run import PruneRun, RunSettings
+
+GATES = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
+
+
+@pytest.fixture
+def project(pytester, monkeypatch):
+    """A project with an ini file, pytest started inside it; other folders of pytester.path are outside."""
+    project = pytester.mkdir("proj")
+    (project / "pytest.ini").write_text("[pytest]\n")
+    monkeypatch.chdir(project)
+    return project
+
+
+def _option(name: str, value, form: str) -> list[str]:
+    return [f"{name}={value}"] if form == "equals" else [name, str(value)]
+
+
+def _run(pytester, project, *args):
+    return pytester.runpytest(*GATES, *args)  # in the current folder: the project
+
+
+@pytest.mark.parametrize("form", ["space", "equals"])
+def test_report_folder_outside_the_project(pytester, project, form):
+    outside = pytester.mkdir(f"reports-{form}")  # exists: pytest would take it into its rootdir
+    args = _option("--prune-report", outside, form)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=6)
+    assert (project / "baselines" / "lenet5" / "l1-0.5.json").is_file()
+    assert not (pytester.path / "baselines").exists()
+    _run(pytester, project, *args).assert_outcomes(passed=6)
+    assert (outside / "results.csv").is_file()
+
+
+@pytest.mark.parametrize("form", ["space", "equals"])
+def test_weights_outside_the_project(pytester, project, form):
+    elsewhere = pytester.mkdir("models")
+    weights = elsewhere / "w.pth"
+    torch.save(PruneRun(RunSettings("lenet5")).info.model.state_dict(), weights)
+    args = _option("--prune-weights", weights, form)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=6)
+    assert (project / "baselines" / "lenet5" / "l1-0.5.json").is_file()
+    assert not (pytester.path / "baselines").exists() and not (elsewhere / "baselines").exists()
+    _run(pytester, project, *args).assert_outcomes(passed=6)
+
+
+@pytest.mark.parametrize("form", ["space", "equals"])
+def test_candidate_outside_the_project(pytester, project, form):
+    elsewhere = pytester.mkdir("release")
+    candidate = elsewhere / "rc1.pt"
+    torch.save(PruneRun(RunSettings("lenet5")).method("l1", 0.5).pruned_model.state_dict(), candidate)
+    args = _option("--prune-candidate", candidate, form)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=11)
+    assert (project / "baselines" / "lenet5" / "candidate-rc1.json").is_file()
+    assert not (elsewhere / "baselines").exists()
+    _run(pytester, project, *args).assert_outcomes(passed=11)
+
+
+def test_relative_option_paths_resolve_from_the_invocation_folder(pytester, project):
+    (project / "sub").mkdir()
+    _run(pytester, project, "--prune-baselines", "sub/bl", "--prune-update-baselines").assert_outcomes(passed=6)
+    assert (project / "sub" / "bl" / "lenet5" / "l1-0.5.json").is_file()
+
+
+def test_no_cacheprovider_and_no_cache_folder(pytester, project):
+    result = _run(pytester, project, "-p", "no:cacheprovider", "--prune-update-baselines")
+    result.assert_outcomes(passed=6)
+    assert not (project / ".pytest_cache").exists()

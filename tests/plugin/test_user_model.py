@@ -1,0 +1,94 @@
+"""A user's own model and data, as a new user gives them: a bare ``nn.Module`` factory, an ``(x, y)``
+data callable, a plain state dict outside the project given with ``--prune-weights PATH``."""
+
+import textwrap
+
+import pytest
+import torch
+
+from pytest_prune.methods import known_methods
+
+PACKAGE = """
+    import torch
+    from torch import nn
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+        )
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(96, 3, 32, 32, generator=g)
+        return x, torch.randint(0, 10, (96,), generator=g)
+
+    def wrong_data():
+        return torch.randn(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+"""
+
+
+@pytest.fixture
+def user_project(pytester, monkeypatch):
+    """``proj/`` (with an ini file and the package ``mypkg``), weights in ``models/`` outside it."""
+    project = pytester.mkdir("proj")
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "mypkg").mkdir()
+    (project / "mypkg" / "__init__.py").write_text("")
+    (project / "mypkg" / "net.py").write_text(textwrap.dedent(PACKAGE))
+    monkeypatch.chdir(project)
+    monkeypatch.syspath_prepend(str(project))
+    import importlib
+
+    net = importlib.import_module("mypkg.net")
+    torch.manual_seed(0)
+    weights = pytester.mkdir("models") / "w.pth"
+    torch.save(net.build().state_dict(), weights)
+    yield project, weights
+    import sys
+
+    for name in ("mypkg", "mypkg.net"):
+        sys.modules.pop(name, None)
+
+
+def test_bare_factory_every_method_baselines_in_the_project_then_pass(pytester, user_project):
+    project, weights = user_project
+    args = ["--prune-model=mypkg.net:build", "--prune-data=mypkg.net:data", "--prune-weights", str(weights),
+            f"--prune-criteria={','.join(known_methods())}", "--prune-ratios=0.5", "-p", "no:randomly"]
+    written = pytester.runpytest(*args, "--prune-update-baselines")
+    outcomes = written.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes["passed"] >= 6 * len(known_methods()) - 10, written.stdout.str()[-3000:]
+    folder = project / "baselines" / "mypkg.net.build"
+    assert len(list(folder.glob("*.json"))) == len(known_methods())
+    again = pytester.runpytest(*args)
+    assert again.parseoutcomes() == {"passed": outcomes["passed"]}, again.stdout.str()[-3000:]
+
+
+def test_input_shape_comes_from_the_data(pytester, user_project):
+    result = pytester.runpytest("--prune-model=mypkg.net:build", "--prune-data=mypkg.net:data",
+                                "--prune-criteria=l1", "--prune-ratios=0.5", "--collect-only", "-q")
+    out = result.stdout.str()
+    assert "mypkg.net.build::l1-0.5::colour_selectivity" in out  # 3-channel input, from the data
+    assert result.ret == 0
+
+
+def test_prune_name_chooses_the_folder(pytester, user_project):
+    project, _ = user_project
+    result = pytester.runpytest("--prune-model=mypkg.net:build", "--prune-data=mypkg.net:data",
+                                "--prune-name=tiny-cnn", "--prune-criteria=l1", "--prune-ratios=0.5",
+                                "--prune-update-baselines")
+    assert result.parseoutcomes().get("failed", 0) == 0
+    assert (project / "baselines" / "tiny-cnn" / "l1-0.5.json").is_file()
+
+
+@pytest.mark.parametrize("data, says", [
+    ("mypkg.net:wrong_data", "fails on a batch of 'mypkg.net:wrong_data' samples (1x28x28)"),
+    ("mypkg.net:nothing_here", "mypkg.net"),
+])
+def test_a_bad_data_spec_fails_once_at_collection(pytester, user_project, data, says):
+    result = pytester.runpytest("--prune-model=mypkg.net:build", f"--prune-data={data}",
+                                "--prune-criteria=l1,random", "--prune-ratios=0.3,0.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert says in err and err.count("pytest-prune:") == 1
