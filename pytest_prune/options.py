@@ -97,8 +97,50 @@ def get(config: pytest.Config, name: str):
     key = name.replace("-", "_")
     value = config.getoption(key)
     if value is None:
-        value = config.getini(key)
+        value = ini(config, key)
     return value if value != "" else None
+
+
+_LOST_INI = pytest.StashKey[tuple]()
+
+
+def _lost_ini(config: pytest.Config) -> tuple[Path | None, dict]:
+    """The ini file pytest would have found from the invocation folder, and its values, when pytest
+    found none: ``--prune-report /tmp/r`` (an existing path as a separate argument) makes pytest
+    look for its ini file from ``/``, since plugin options are not yet known when it chooses its
+    rootdir. Uses pytest's own search (a private function: if it moves, nothing is recovered)."""
+    if config.inipath is not None:
+        return None, {}
+    if _LOST_INI in config.stash:
+        return config.stash[_LOST_INI]
+    config.stash[_LOST_INI] = _locate_ini(config)
+    return config.stash[_LOST_INI]
+
+
+def _locate_ini(config: pytest.Config) -> tuple[Path | None, dict]:
+    try:
+        from _pytest.config.findpaths import locate_config
+
+        invocation = Path(config.invocation_params.dir)
+        _, inipath, values, *_ = locate_config(invocation, [invocation])
+    except Exception:  # pragma: no cover - pytest internals changed
+        return None, {}
+    return inipath, {k: getattr(v, "value", v) for k, v in (values or {}).items()}
+
+
+def ini(config: pytest.Config, key: str):
+    """``config.getini(key)``, or the same key of the ini file pytest lost (see :func:`_lost_ini`)."""
+    inipath, values = _lost_ini(config)
+    if inipath is None or key not in values:
+        return config.getini(key)
+    raw = values[key]
+    if key in ("prune_ignore", "prune_candidate"):  # linelist / paths
+        lines = raw if isinstance(raw, list) else [line.strip() for line in str(raw).splitlines()]
+        lines = [line for line in lines if line]
+        return [inipath.parent / line for line in lines] if key == "prune_candidate" else lines
+    if key in ("prune_update_baselines", "prune_allow_pickle"):
+        return str(raw).strip().lower() in ("1", "true", "yes", "on")
+    return raw
 
 
 def split_list(value: str | None, option: str) -> list[str]:
@@ -163,7 +205,7 @@ class GateOptions:
 
 def candidate_paths(config: pytest.Config) -> tuple[Path, ...]:
     given = config.getoption("prune_candidate")
-    paths = [invocation_path(config, p) for p in given] if given else list(config.getini("prune_candidate"))
+    paths = [invocation_path(config, p) for p in given] if given else list(ini(config, "prune_candidate"))
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise SpecError(f"--prune-candidate: no such file {missing[0]!r}")
@@ -184,7 +226,8 @@ def project_dir(config: pytest.Config) -> Path:
     """
     if config.inipath is not None:
         return Path(config.inipath).parent
-    return Path(config.invocation_params.dir)
+    lost, _ = _lost_ini(config)
+    return lost.parent if lost is not None else Path(config.invocation_params.dir)
 
 
 def baselines_dir(config: pytest.Config) -> Path:
@@ -194,7 +237,7 @@ def baselines_dir(config: pytest.Config) -> Path:
     if given:
         path = Path(given)
         return path if path.is_absolute() else Path(config.invocation_params.dir) / path
-    path = Path(config.getini("prune_baselines") or DEFAULT_BASELINES)
+    path = Path(ini(config, "prune_baselines") or DEFAULT_BASELINES)
     return path if path.is_absolute() else project_dir(config) / path
 
 
@@ -218,7 +261,7 @@ def run_settings(config: pytest.Config, model: str):
 
 def _ignore(config: pytest.Config) -> tuple[str, ...]:
     given = config.getoption("prune_ignore")
-    items = given.split(",") if given is not None else config.getini("prune_ignore")
+    items = given.split(",") if given is not None else ini(config, "prune_ignore")
     return tuple(sorted({item.strip() for item in items if item.strip()}))
 
 
@@ -233,8 +276,8 @@ def _weights(config: pytest.Config) -> str | None:
     given = config.getoption("prune_weights")
     if given:
         return str(invocation_path(config, given))
-    ini = config.getini("prune_weights")  # an ini path is relative to the ini file's folder
-    return str(project_dir(config) / ini) if ini and not Path(ini).is_absolute() else (ini or None)
+    value = ini(config, "prune_weights")  # an ini path is relative to the ini file's folder
+    return str(project_dir(config) / value) if value and not Path(value).is_absolute() else (value or None)
 
 
 def parse_attribution(value: str | None) -> str:

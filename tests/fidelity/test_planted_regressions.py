@@ -40,14 +40,18 @@ def _baselines_then(pytester, *args):
     return args
 
 
-def _plant(pytester, patch: str) -> None:
-    """A conftest that applies ``patch`` (code defining ``apply()`` and ``undo()``) for one run."""
-    pytester.makeconftest(textwrap.dedent(patch) + textwrap.dedent("""
+def _plant(pytester, module: str, attribute: str, replacement: str, prelude: str = "") -> None:
+    """A conftest that sets ``module.attribute = replacement`` (an expression that may use
+    ``original``, and names from ``prelude``) for one run, and restores it at the run's end."""
+    pytester.makeconftest(textwrap.dedent(prelude) + textwrap.dedent(f"""
+        import {module} as target
+        original = target.{attribute}
+
         def pytest_configure(config):
-            apply()
+            target.{attribute} = {replacement}
 
         def pytest_unconfigure(config):
-            undo()
+            target.{attribute} = original
     """))
 
 
@@ -84,16 +88,8 @@ def test_same_data_spec_returning_changed_labels(pytester):
 
 def test_criterion_whose_scores_are_negated(pytester):
     args = _baselines_then(pytester)
-    _plant(pytester, """
-        from pytest_prune.criteria.magnitude import L1Norm
-        original = L1Norm.scores
-
-        def apply():
-            L1Norm.scores = lambda self, ctx: {k: -v for k, v in original(self, ctx).items()}
-
-        def undo():
-            L1Norm.scores = original
-    """)
+    _plant(pytester, "pytest_prune.criteria.magnitude", "L1Norm.scores",
+           "lambda self, ctx: {k: -v for k, v in original(self, ctx).items()}")
     result = _gates(pytester, *args)
     out = result.stdout.str()
     assert result.parseoutcomes().get("failed", 0) >= 1, out
@@ -103,22 +99,16 @@ def test_criterion_whose_scores_are_negated(pytester):
 
 def test_pruned_weights_nudged_after_surgery(pytester):
     args = _baselines_then(pytester)
-    _plant(pytester, """
+    _plant(pytester, "pytest_prune.run", "prune_model", "nudged(original)", prelude="""
         import torch
-        import pytest_prune.run as run
-        original = run.prune_model
 
-        def nudged(*args, **kwargs):
-            model = original(*args, **kwargs)
-            with torch.no_grad():
-                model.classifier[5].bias += 1e-3
-            return model
-
-        def apply():
-            run.prune_model = nudged
-
-        def undo():
-            run.prune_model = original
+        def nudged(surgery):
+            def prune_model(*args, **kwargs):
+                model = surgery(*args, **kwargs)
+                with torch.no_grad():
+                    model.classifier[5].bias += 1e-3
+                return model
+            return prune_model
     """)
     result = _gates(pytester, *args)
     out = result.stdout.str()
@@ -129,16 +119,8 @@ def test_pruned_weights_nudged_after_surgery(pytester):
 
 def test_one_extra_channel_removed_per_group(pytester):
     args = _baselines_then(pytester)
-    _plant(pytester, """
-        import pytest_prune.plan as plan
-        original = plan.removal_count
-
-        def apply():
-            plan.removal_count = lambda size, ratio: min(size - 1, original(size, ratio) + 1)
-
-        def undo():
-            plan.removal_count = original
-    """)
+    _plant(pytester, "pytest_prune.plan", "removal_count",
+           "lambda size, ratio: min(size - 1, original(size, ratio) + 1)")
     result = _gates(pytester, *args)
     out = result.stdout.str()
     # MACs and parameters are exact: more pruning than the baseline is a change, not a pass

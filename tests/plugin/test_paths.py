@@ -71,3 +71,16 @@ def test_no_cacheprovider_and_no_cache_folder(pytester, project):
     result = _run(pytester, project, "-p", "no:cacheprovider", "--prune-update-baselines")
     result.assert_outcomes(passed=6)
     assert not (project / ".pytest_cache").exists()
+
+
+def test_ini_keys_hold_when_a_path_option_is_given_in_the_space_form(pytester, project):
+    """pytest chooses its ini file before it knows the plugin's options, so an existing path given
+    as a separate argument makes it miss ``proj/pytest.ini``; the plugin still reads its keys there."""
+    (project / "pytest.ini").write_text(
+        "[pytest]\nprune_model = lenet5\nprune_criteria = l1\nprune_ratios = 0.5\nprune_ignore =\n    features.0\n")
+    outside = pytester.mkdir("reports")
+    written = pytester.runpytest("--prune-report", str(outside), "--prune-update-baselines", "-p", "no:randomly")
+    written.assert_outcomes(passed=6)
+    stored = (project / "baselines" / "lenet5" / "l1-0.5.json").read_text()
+    assert '"ignore": [\n      "features.0"\n    ]' in stored or '"ignore": ["features.0"]' in stored
+    pytester.runpytest("--prune-report", str(outside), "-p", "no:randomly").assert_outcomes(passed=6)
