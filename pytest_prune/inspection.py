@@ -48,40 +48,44 @@ def first_layer_colour(
     return group, layer, csi[list(group.root_indices)]
 
 
-def inspect_compressed(
-    dense: nn.Module,
+def attribution_look(
+    dense_maps: tuple[torch.Tensor, torch.Tensor],
     compressed: nn.Module,
-    plan: PrunePlan | None,
-    *,
-    attribution_images: torch.Tensor,
-    attribution_method: str,
+    images: torch.Tensor,
+    method: str,
     normalise: Callable[[torch.Tensor], torch.Tensor] | None,
-    latency_input: torch.Tensor,
-    latency_repeats: int,
-    first_layer: FirstLayerColour | None,
-    colour_threshold: float,
 ) -> dict[str, Any]:
-    """What the compressed model kept of the dense one: attributions, colour filters, speed.
-
-    ``first_layer`` is the dense model's :func:`first_layer_colour`; the colour shares are left out
-    where it is ``None`` or where there is no plan (a pure decomposition removes no filters).
-    """
+    """Do the same pixels matter? ``dense_maps`` is (targets, maps) of the dense model, computed
+    once per run (:meth:`~pytest_prune.run.PruneRun.dense_attribution`)."""
+    targets, maps = dense_maps
     retention = attribution_retention(
-        dense, compressed, attribution_images, method=attribution_method, normalise=normalise
+        None, compressed, images, method=method, normalise=normalise, targets=targets, dense_maps=maps
     )
-    timing = speedup(dense, compressed, latency_input, repeats=latency_repeats)
-    out: dict[str, Any] = {
-        "attribution_spearman": retention.spearman_mean,
-        "attribution_topk_iou": retention.topk_iou_mean,
+    return {"attribution_spearman": retention.spearman_mean, "attribution_topk_iou": retention.topk_iou_mean}
+
+
+def colour_look(
+    plan: PrunePlan | None, first_layer: FirstLayerColour | None, colour_threshold: float
+) -> dict[str, Any]:
+    """Were the first layer's colour-selective filters among those removed? Empty where there is
+    no plan (a pure decomposition removes no filters) or no first conv layer."""
+    if plan is None or first_layer is None:
+        return {}
+    group, _, csi = first_layer
+    share = colour_selective_share(csi, plan.remove.get(group.name, ()), colour_threshold)
+    # no filter removed from the first layer: none of the removed ones is colour-selective
+    return {
+        "colour_selective_pruned": 0.0 if math.isnan(share.pruned) else share.pruned,
+        "colour_selective_kept": share.kept,
+        "colour_threshold": colour_threshold,
+    }
+
+
+def latency_look(dense: nn.Module, compressed: nn.Module, latency_input: torch.Tensor, repeats: int) -> dict[str, Any]:
+    """How much faster does it run (interleaved with the dense model, one thread)?"""
+    timing = speedup(dense, compressed, latency_input, repeats=repeats)
+    return {
         "latency_dense_ms": timing.dense.median_ms,
         "latency_pruned_ms": timing.pruned.median_ms,
         "speedup": timing.speedup,
     }
-    if plan is not None and first_layer is not None:
-        group, _, csi = first_layer
-        share = colour_selective_share(csi, plan.remove.get(group.name, ()), colour_threshold)
-        # no filter removed from the first layer: none of the removed ones is colour-selective
-        out["colour_selective_pruned"] = 0.0 if math.isnan(share.pruned) else share.pruned
-        out["colour_selective_kept"] = share.kept
-        out["colour_threshold"] = colour_threshold
-    return out

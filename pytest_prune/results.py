@@ -70,6 +70,8 @@ class MethodResult:
     removed_per_group: dict[str, int] = field(default_factory=dict)
     # what it was measured on (see pytest_prune.provenance): dense model, data, plan, layer counts
     provenance: dict[str, Any] = field(default_factory=dict)
+    # which looks (attribution_retention, colour_selectivity, speedup) have been measured
+    measured: set[str] = field(default_factory=set, repr=False, compare=False)
     pruned_model: nn.Module | None = field(default=None, repr=False, compare=False)
     plan: PrunePlan | None = field(default=None, repr=False, compare=False)
 
@@ -106,7 +108,7 @@ class MethodResult:
     def row(self) -> dict[str, Any]:
         """A flat record for results.csv / results.json."""
         data = asdict(self)
-        for key in ("pruned_model", "plan", "removed_per_group", "notes", "provenance"):
+        for key in ("pruned_model", "plan", "removed_per_group", "notes", "provenance", "measured"):
             data.pop(key, None)
         data.update(provenance_columns(self.provenance))
         data["accuracy_drop"] = self.accuracy_drop

@@ -29,8 +29,9 @@ from .data.bundle import DataBundle
 from .equivalence import max_abs_difference
 from .errors import DataError, PruneError, SpecError
 from .groups import ChannelGroup
-from .inspection import FirstLayerColour, first_layer_colour, inspect_compressed
+from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour, latency_look
 from .measure import ModelCount, count_model, evaluate, serialised_bytes
+from .measure.attribution import attribution_maps, predicted_classes
 from .measure.colour import COLOUR_SELECTIVE_THRESHOLD
 from .methods import (
     DECOMPOSITIONS,
@@ -294,7 +295,11 @@ class PruneRun:
         }
 
     # -- one method ---------------------------------------------------------------------------
-    def method(self, criterion: str, target: Target | str | None, recovery: str = "none") -> MethodResult:
+    def method(
+        self, criterion: str, target: Target | str | None, recovery: str = "none", inspect: bool = True
+    ) -> MethodResult:
+        """One method's result, cached; ``inspect=False`` leaves the looks (attribution, colour,
+        latency) to :meth:`complete`."""
         target = parse_target(target) if isinstance(target, str) else target
         if target is not None and is_ratio_free(criterion):
             target = None  # the method chooses its own amount (e.g. tucker-vbmf)
@@ -304,7 +309,7 @@ class PruneRun:
         key = (criterion, target_label(target), recovery)
         if key not in self._results:
             self._results[key] = self._measure(criterion, target, recovery)
-        return self._results[key]
+        return self.complete(self._results[key]) if inspect else self._results[key]
 
     def results(self) -> list[MethodResult]:
         return list(self._results.values())
@@ -364,12 +369,12 @@ class PruneRun:
             equivalence_max_abs=max_abs_difference(model, pruned, self.groups, plan, self.equivalence_input),
         )
 
-    def candidate(self, path: str | Path) -> MethodResult:
+    def candidate(self, path: str | Path, inspect: bool = True) -> MethodResult:
         """Measure a release candidate made by any tool (a state dict or a torch.export program)
         against the dense model, with the same checks as a pruning of ours."""
         key = ("candidate", str(path), "none")
         if key in self._results:
-            return self._results[key]
+            return self.complete(self._results[key]) if inspect else self._results[key]
         dense = self.info.model.eval()
         loaded = load_candidate(path, dense, self.example_input, groups=self.groups)
         match = loaded.match
@@ -396,24 +401,44 @@ class PruneRun:
             match_mean_cosine=match.mean_cosine if match is not None else None,
             notes=list(loaded.notes), pruned_model=model, plan=plan,
             provenance=self.provenance(plan, count, model),
-            **self._inspect(model, plan),
         )
         self._results[key] = result
-        return result
+        return self.complete(result) if inspect else result
 
-    def _inspect(self, model: nn.Module, plan: PrunePlan | None) -> dict[str, Any]:
-        """What the compressed model kept of the dense one (see :mod:`pytest_prune.inspection`)."""
+    # -- what the compressed model kept (see pytest_prune.inspection), measured when asked -----
+    LOOKS = ("attribution_retention", "colour_selectivity", "speedup")
+
+    @cached_property
+    def attribution_images(self) -> torch.Tensor:
         s = self.settings
-        return inspect_compressed(
-            self.info.model, model, plan,
-            attribution_images=self.data.evaluation_images(s.attribution_images).to(s.device),
-            attribution_method=s.attribution_method,
-            normalise=self.data.normalise,
-            latency_input=self.equivalence_input,
-            latency_repeats=s.latency_repeats,
-            first_layer=self.first_layer,
-            colour_threshold=s.colour_threshold,
-        )
+        return self.data.evaluation_images(s.attribution_images).to(s.device)
+
+    @cached_property
+    def dense_attribution(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dense model's predicted classes and attribution maps: computed once per run."""
+        images, method = self.attribution_images, self.settings.attribution_method
+        targets = predicted_classes(self.info.model, images)
+        maps = attribution_maps(self.info.model, images, targets, method, normalise=self.data.normalise)
+        return targets, maps
+
+    def complete(self, result: MethodResult, *checks: str) -> MethodResult:
+        """Measure the looks that ``checks`` need (all of them by default) and have not been measured:
+        a gate of one check does not pay for integrated gradients, the colour index or latency."""
+        model, s = result.pruned_model, self.settings
+        for check in checks or self.LOOKS:
+            if check in result.measured or check not in self.LOOKS or model is None:
+                continue
+            if check == "attribution_retention":
+                values = attribution_look(self.dense_attribution, model, self.attribution_images,
+                                          s.attribution_method, self.data.normalise)
+            elif check == "colour_selectivity":
+                values = colour_look(result.plan, self.first_layer, s.colour_threshold)
+            else:
+                values = latency_look(self.info.model, model, self.equivalence_input, s.latency_repeats)
+            for name, value in values.items():
+                setattr(result, name, value)
+            result.measured.add(check)
+        return result
 
     def _compress(self, method: str, target: Target | None) -> OneShot:
         """Decompositions and the statistics method's own mode (see :mod:`pytest_prune.methods`)."""
@@ -481,7 +506,6 @@ class PruneRun:
             channels_removed=shot.plan.count() if shot.plan else 0,
             target=target_label(target),
             notes=list(shot.notes),
-            **self._inspect(model, shot.plan),
             removed_per_group={
                 g.name: len(shot.plan.remove.get(g.name, ())) for g in groups if shot.plan
             },

@@ -190,21 +190,28 @@ def topk_iou(a: torch.Tensor, b: torch.Tensor, top_k: float = DEFAULT_TOP_K) -> 
 
 
 def attribution_retention(
-    dense: nn.Module,
+    dense: nn.Module | None,
     compressed: nn.Module,
     images: torch.Tensor,
     method: Method = "integrated_gradients",
     top_k: float = DEFAULT_TOP_K,
+    *,
+    targets: torch.Tensor | None = None,
+    dense_maps: torch.Tensor | None = None,
     **kw,
 ) -> AttributionRetention:
     """Per-image Spearman correlation and top-``top_k`` IoU between dense and compressed maps.
 
     Both models explain the dense model's predicted class. ``kw`` goes to :func:`attribution_maps`
     (``n_steps``, ``normalise``, ``batch_size``; ``layer`` names the same module in both models,
-    which surgery keeps by name). A model compared with itself scores 1.0 on both.
+    which surgery keeps by name). A model compared with itself scores 1.0 on both. ``targets`` and
+    ``dense_maps`` may be given instead of ``dense`` (computed once for many compressed models).
     """
-    targets = predicted_classes(dense, images)
-    dense_maps = attribution_maps(dense, images, targets, method, **kw)
+    if dense_maps is None or targets is None:
+        if dense is None:
+            raise ValueError("attribution_retention needs the dense model or its targets and maps")
+        targets = predicted_classes(dense, images)
+        dense_maps = attribution_maps(dense, images, targets, method, **kw)
     compressed_maps = attribution_maps(compressed, images, targets, method, **kw)
     rhos = [spearman(d, c) for d, c in zip(dense_maps, compressed_maps)]
     ious = [topk_iou(d, c, top_k) for d, c in zip(dense_maps, compressed_maps)]

@@ -240,3 +240,23 @@ def test_prune_ignore_pattern_matching_nothing_is_refused_once(pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "--prune-ignore 'feature.0' matches no module of 'lenet5'" in err and err.count("pytest-prune:") == 1
+
+
+def test_update_keeps_hand_edited_tolerances_and_lists_unused_files(pytester):
+    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=6)
+    path = _baseline_file(pytester)
+    data = json.loads(path.read_text())
+    data["checks"]["accuracy_drop"]["tolerance"] = 0.5  # loosened by hand
+    del data["checks"]["top1"]  # a check the file lacks gets the default
+    data["checks"]["accuracy_drop"]["value"] = 0.9
+    path.write_text(json.dumps(data))
+    (path.parent / "l1-0.9.json").write_text(path.read_text().replace('"l1-0.5"', '"l1-0.9"'))
+    updated = _run(pytester, "--prune-update-baselines", "-v")
+    updated.assert_outcomes(passed=6)
+    stored = json.loads(path.read_text())
+    assert stored["checks"]["accuracy_drop"]["tolerance"] == 0.5
+    assert stored["checks"]["accuracy_drop"]["value"] != 0.9  # the value is re-measured
+    assert stored["checks"]["top1"]["tolerance"] == 0.01
+    out = updated.stdout.str()
+    assert "1 baseline file(s) of lenet5" in out and "not produced by these options" in out
+    assert "l1-0.9.json" in out and (path.parent / "l1-0.9.json").is_file()  # listed, never deleted
