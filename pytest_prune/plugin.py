@@ -86,6 +86,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     try:
         state.run.check_inputs()
+        for line in state.run.trace_notes:
+            state.note(f"{state.run.name}: {line}")
         name = state.run.name
         check_recoveries_apply(state.run.info.model, state.options.recoveries)
     except PruneError as exc:

@@ -153,6 +153,7 @@ class PruneRun:
         self.settings = settings
         self._results: dict[tuple[str, str, str], MethodResult] = {}
         self._one_shot: dict[tuple[str, str], OneShot] = {}
+        self.trace_notes: list[str] = []  # what tracing left alone on its own (auxiliary heads)
         # where recovery reports progress (the plugin connects pytest's terminal reporter)
         self.progress: Callable[[str], None] | None = None
 
@@ -229,7 +230,9 @@ class PruneRun:
 
     @cached_property
     def groups(self) -> list[ChannelGroup]:
-        return find_channel_groups(self.info.model, self.example_input, ignore=self.ignored_modules)
+        groups = find_channel_groups(self.info.model, self.example_input, ignore=self.ignored_modules,
+                                     notes=self.trace_notes)
+        return groups
 
     @cached_property
     def dense_top1(self) -> float:

@@ -21,6 +21,8 @@ this module closes:
 
 from __future__ import annotations
 
+import copy
+
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
@@ -67,6 +69,8 @@ class TracedModel:
     # operations run by an ignored layer whose per-channel state Torch-Pruning cannot prune → why
     # the channels that meet them are kept
     kept_nodes: dict[Node, str] = field(default_factory=dict)
+    # layers left alone without being asked, and why (auxiliary heads that run only in training)
+    notes: list[str] = field(default_factory=list)
 
     def describe(self, node: Node) -> str:
         """``'layer1.0.conv1' (Conv2d)`` for the model's layers, ``parameter 'block.scale' of shape
@@ -384,6 +388,34 @@ def _kept_nodes(
     return kept
 
 
+def _training_only(
+    model: nn.Module, example_input: torch.Tensor, recording: _Recording, ignore: set[str]
+) -> set[str]:
+    """Layers with parameters that the eval-mode forward did not run but a train-mode forward (of a
+    copy, on the same input) does: auxiliary classifiers such as GoogLeNet's and Inception-v3's.
+    Layers skipped in both modes are left for :func:`_check_traced_once` to refuse."""
+    skipped = {
+        name for name, module in model.named_modules()
+        if name and name not in ignore and _owns_parameters(module) and recording.calls[module] == 0
+    }
+    if not skipped:
+        return set()
+    copy_ = copy.deepcopy(model).train()
+    ran: set[str] = set()
+    modules = dict(copy_.named_modules())
+    hooks = [modules[name].register_forward_hook(lambda *_, name=name: ran.add(name)) for name in skipped]
+    try:
+        with torch.no_grad():
+            copy_(example_input)
+    except Exception:  # a model that cannot run in train mode: nothing is learned from it
+        return set()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # a head's layers and everything below them
+    return {name for name in modules if any(name == r or name.startswith(r + ".") for r in ran)}
+
+
 def trace_model(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -428,8 +460,17 @@ def trace_model(
     if recording.problem:
         raise TraceError(recording.problem)
     ignore = set(ignore)
+    notes: list[str] = []
     channel_counts = _channel_counts(graph)
     if check_layers:
+        training_only = _training_only(model, example_input, recording, ignore)
+        if training_only:
+            heads = sorted({name.split(".")[0] for name in training_only})
+            notes.append(
+                f"{', '.join(heads)} run only in training mode (auxiliary heads): left unpruned and "
+                "untraced, the pruned model is exact in eval mode, where they do not run"
+            )
+            ignore |= training_only
         _check_coverage(model, graph, recording, ignore, channel_counts)
     kept_nodes = _kept_nodes(model, graph, recording, ignore, channel_counts)
     _undo_vit_workaround(graph, x)
@@ -452,4 +493,5 @@ def trace_model(
         opaque_nodes,
         layer_names,
         kept_nodes,
+        notes,
     )

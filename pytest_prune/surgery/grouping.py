@@ -100,7 +100,7 @@ def _keep_or_explain(
 
 
 def find_channel_groups(
-    model: nn.Module, example_input: torch.Tensor, *, ignore: Iterable[str] = ()
+    model: nn.Module, example_input: torch.Tensor, *, ignore: Iterable[str] = (), notes: list[str] | None = None
 ) -> list[ChannelGroup]:
     """The model's prunable channel groups, covering every prunable output channel once.
 
@@ -108,8 +108,10 @@ def find_channel_groups(
     its channels), with ``#k`` appended when that layer's channels split into several groups.
     Channels tied to a model output (the classifier's logits), to the model input, or to a
     layer named in ``ignore`` as one of their producers are left out. The model's weights and
-    train/eval modes are left as they were. Raises :class:`TraceError` for models that cannot be traced and for channels
-    tied to layers that cannot be pruned exactly.
+    train/eval modes are left as they were. Layers that run only in training mode (auxiliary
+    heads) are left out on their own, with a line appended to ``notes`` saying so. Raises
+    :class:`TraceError` for models that cannot be traced and for channels tied to layers that
+    cannot be pruned exactly.
     """
     ignore = set(ignore)
     known = [name for name, _ in model.named_modules()]
@@ -120,6 +122,8 @@ def find_channel_groups(
             "from model.named_modules(), e.g. 'fc' or 'layer1.0.conv1'"
         )
     traced = trace_model(model, example_input, ignore)
+    if notes is not None:
+        notes.extend(traced.notes)
     graph = traced.graph
     order = {name: i for i, name in enumerate(known)}
     covered: set[tuple[nn.Module, int]] = set()
