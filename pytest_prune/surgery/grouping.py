@@ -80,8 +80,10 @@ def _keep_or_explain(
     channels: list[int],
     reach: dict[int, RootChannelReach],
     frozen: set[str],
+    refused: list[tuple[str, str]],
 ) -> bool:
-    """Whether the channels may be removed; raises when they are tied to a layer we cannot prune."""
+    """Whether the channels may be removed; those tied to a layer we cannot prune are appended to
+    ``refused`` as (root, why), for one error that lists them all."""
     if any(reach[c].boundary for c in channels):
         return False
     slices = reach[channels[0]].slices
@@ -91,12 +93,20 @@ def _keep_or_explain(
     for node, _ in slices:
         why = unsupported_reason(node, traced)
         if why:
-            raise TraceError(
-                f"channel group {name!r} is tied to {traced.describe(node)}, which cannot be "
-                f"pruned exactly: {why}; pass ignore=[{root!r}] (or another "
-                "layer producing these channels) to keep them"
-            )
+            refused.append((root, f"channel group {name!r} is tied to {traced.describe(node)}, which "
+                                  f"cannot be pruned exactly: {why}"))
+            return False
     return True
+
+
+def _refusal(refused: list[tuple[str, str]]) -> TraceError:
+    """One error for every group that cannot be pruned, naming the layers that keep them all."""
+    roots = sorted({root for root, _ in refused})
+    shown = "; ".join(why for _, why in refused[:3]) + (f"; … {len(refused) - 3} more" if len(refused) > 3 else "")
+    return TraceError(
+        f"{len(refused)} channel group(s) cannot be pruned exactly: {shown}. To prune the rest and keep "
+        f"these, pass --prune-ignore={','.join(roots)} (ignore={roots!r} in Python)"
+    )
 
 
 def find_channel_groups(
@@ -129,6 +139,7 @@ def find_channel_groups(
     covered: set[tuple[nn.Module, int]] = set()
     claimed: dict[tuple[str, str, int], str] = {}
     groups: list[ChannelGroup] = []
+    refused: list[tuple[str, str]] = []
     for root_name, root in model.named_modules():
         if not is_conv_or_linear(root) or root not in graph.module2node:
             continue
@@ -142,9 +153,11 @@ def find_channel_groups(
         parts = _partition(reach)
         for k, channels in enumerate(parts):
             name = root_name if len(parts) == 1 else f"{root_name}#{k}"
-            if _keep_or_explain(traced, name, root_name, channels, reach, ignore):
+            if _keep_or_explain(traced, name, root_name, channels, reach, ignore, refused):
                 members = _members(traced, root_name, channels, reach, order)
                 group = ChannelGroup(name, root_name, tuple(channels), members)
                 _claim(group, claimed)
                 groups.append(group)
+    if refused:
+        raise _refusal(refused)
     return groups

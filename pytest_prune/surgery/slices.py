@@ -92,4 +92,9 @@ def unsupported_reason(node: Node, traced: TracedModel) -> str | None:
         if not module.affine:
             return "a BatchNorm without affine parameters shifts a removed channel off zero"
         return None
+    if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or "layernorm" in type(module).__name__.lower():
+        # Decided, not missing: a masked model is no reference here, since a zeroed channel still
+        # counts in the mean and variance the other channels are normalised by.
+        return (f"{type(module).__name__} normalises over channels, so removing one changes every other "
+                "channel's output and no masked model computes the pruned function")
     return f"{type(module).__name__} layers are not supported"
