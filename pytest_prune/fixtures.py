@@ -12,17 +12,19 @@
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 
 from . import options
 from .errors import PruneError
-from .results import MethodResult
-from .run import PruneRun
 from .session import GATE_STATE
 
-_OWN_RUN = pytest.StashKey[PruneRun]()
+if TYPE_CHECKING:  # imported by the plugin in every pytest run: torch only when a fixture runs
+    from .results import MethodResult
+    from .run import PruneRun
+
+_OWN_RUN = pytest.StashKey["PruneRun"]()
 
 
 def _fail(exc: PruneError):
@@ -41,6 +43,8 @@ def prune_run(pytestconfig: pytest.Config) -> PruneRun:
             )
         except PruneError as exc:
             _fail(exc)
+        from .run import PruneRun
+
         pytestconfig.stash[_OWN_RUN] = PruneRun(settings)
     return pytestconfig.stash[_OWN_RUN]
 

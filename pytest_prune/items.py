@@ -100,10 +100,9 @@ class GateItem(pytest.Item):
     def runtest(self) -> None:
         run = self.state.run
         result = self.measure()
+        run.complete(result, self.check)
         if self.state.options.update:  # a baseline file holds every check: measure them all
             run.complete(result, *model_checks(self.state))
-        else:
-            run.complete(result, self.check)
         store = BaselineStore(self.state.options.baselines)
         settings = run.settings_record(result.recovery)
         if self.check == SPEEDUP.name:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .errors import SpecError
-from .plan import ALLOCATIONS
+from .allocations import ALLOCATIONS
 
 DEFAULT_CRITERIA = "l1,random"
 DEFAULT_RATIOS = "0.3,0.5,0.7"

@@ -19,11 +19,11 @@ from typing import Literal, Mapping, Sequence
 
 import torch
 
+from .allocations import ALLOCATIONS
 from .errors import SpecError
 from .groups import ChannelGroup
 
 Allocation = Literal["layerwise", "global"]
-ALLOCATIONS: tuple[str, ...] = ("layerwise", "global")
 GLOBAL_FLOOR = 0.1  # global allocation keeps at least this fraction (and one channel) per group
 
 

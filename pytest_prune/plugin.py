@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 
 from . import options
-from .errors import PruneError, SpecError
+from .errors import PruneError
 from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
-from .items import CandidateGates, GateItem, ModelGates, PruneFailure, unused_baselines
-from .recovery import check_recoveries_apply
-from .report import write_report
-from .run import PruneRun
 from .session import GATE_STATE, GateState
-from .summary import summary_lines
+
+# Installing the plugin must not make every pytest run import torch, Torch-Pruning, pandas...:
+# the pipeline is imported in the hooks, once --prune-model asks for gates.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,12 +47,14 @@ def pytest_configure(config: pytest.Config) -> None:
             min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
             candidates=options.candidate_paths(config),
         )
-        from .methods import check_method
+        from .methods import check_method  # imports torch: only when gates are asked for
 
         for name in gate_options.criteria:
             check_method(name)  # fail now, at configure time, on a misspelt criterion
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
+    from .run import PruneRun
+
     run = PruneRun(settings)
     run.progress = lambda message: _progress(config, message)
     config.stash[GATE_STATE] = GateState(run, gate_options)
@@ -84,6 +84,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     state = _gate_state(config)
     if state is None:
         return
+    from .items import CandidateGates, ModelGates, unused_baselines
+    from .recovery import check_recoveries_apply
+
     try:
         state.run.check_inputs()
         for line in state.run.trace_notes:
@@ -113,6 +116,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     state = _gate_state(config)
     if state is None or not state.run.results():
         return
+    from .summary import summary_lines
+
     terminalreporter.section("pytest-prune summary")
     for line in summary_lines(state):
         terminalreporter.write_line(line)
@@ -122,8 +127,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     state = _gate_state(session.config)
     if state is None or state.options.report is None or not state.run.results():
         return
+    from .report import write_report
+
     written = write_report(state.run, state.options.report)
     state.notes.append(f"report written: {', '.join(str(p) for p in written)}")
 
-
-__all__ = ["GateItem", "PruneFailure", "SpecError"]

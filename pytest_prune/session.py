@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
 from .options import GateOptions
-from .run import PruneRun
+
+if TYPE_CHECKING:  # the plugin imports this module in every pytest run: no torch at import
+    from .run import PruneRun
 
 
 @dataclass
