@@ -112,9 +112,34 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         )
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under pytest-xdist, keep each method's checks on one worker (scope = ``<model>::<method>``),
+    whatever --dist says, so that no method is pruned and measured twice; ``--dist each`` (every
+    test on every worker) is left as asked."""
+    if _gate_state(config) is None or config.getoption("dist", "load") in ("each", "no"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    return LoadScopeScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """On the controller: take in what a worker measured, for the one summary and report."""
+    state = _gate_state(node.config)
+    payload = getattr(node, "workeroutput", {}).get("pytest_prune")
+    if state is not None and payload:
+        state.merge(payload)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
     state = _gate_state(config)
-    if state is None or not state.run.results():
+    if state is None or _is_xdist_worker(config) or not state.rows():
         return
     from .summary import summary_lines
 
@@ -125,10 +150,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     state = _gate_state(session.config)
-    if state is None or state.options.report is None or not state.run.results():
+    if state is None:
+        return
+    if _is_xdist_worker(session.config):  # the controller reports, once, for all workers
+        session.config.workeroutput["pytest_prune"] = state.worker_payload()
+        return
+    if state.options.report is None or not state.rows():
         return
     from .report import write_report
+    from .summary import ordered_rows
 
-    written = write_report(state.run, state.options.report)
+    written = write_report(state.run, state.options.report, ordered_rows(state) if state.remote_rows else None)
     state.notes.append(f"report written: {', '.join(str(p) for p in written)}")
 

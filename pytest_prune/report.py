@@ -31,8 +31,9 @@ LEADING_COLUMNS = [
 ]
 
 
-def results_frame(results: Sequence[MethodResult]) -> pd.DataFrame:
-    frame = pd.DataFrame([r.row() for r in results])
+def results_frame(results: Sequence[MethodResult | dict]) -> pd.DataFrame:
+    """One row per method; ``results`` are results or their rows (from pytest-xdist workers)."""
+    frame = pd.DataFrame([r if isinstance(r, dict) else r.row() for r in results])
     if frame.empty:
         return pd.DataFrame(columns=LEADING_COLUMNS)
     rest = [c for c in frame.columns if c not in LEADING_COLUMNS]
@@ -64,17 +65,20 @@ def report_figures(run: PruneRun, results: Sequence[MethodResult]) -> dict:
     }
 
 
-def write_report(run: PruneRun, directory: Path) -> list[Path]:
+def write_report(run: PruneRun, directory: Path, rows: Sequence[dict] | None = None) -> list[Path]:
+    """results.csv, results.json and index.html; ``rows`` (a pytest-xdist controller's, merged from
+    its workers) replace this process's results, and the page then has no per-method figures,
+    since the models stayed on the workers."""
     directory.mkdir(parents=True, exist_ok=True)
     results = run.results()
-    frame = results_frame(results)
+    frame = results_frame(rows if rows is not None else results)
     csv_path = directory / "results.csv"
     json_path = directory / "results.json"
     frame.to_csv(csv_path, index=False)
     # NaN is not JSON: missing measurements become null.
     records = json.loads(frame.to_json(orient="records"))
     json_path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
-    html_path = write_html_report(
-        directory, frame, report_figures(run, results), title=f"pytest-prune report: {run.name}"
-    )
+    figures = report_figures(run, results) if rows is None else {}
+    name = frame["model"].iloc[0] if len(frame) else ""
+    html_path = write_html_report(directory, frame, figures, title=f"pytest-prune report: {name}")
     return [csv_path, json_path, html_path]

@@ -434,8 +434,8 @@ class PruneRun:
             if check == "attribution_retention":
                 values = attribution_look(self.dense_attribution, model, self.attribution_images,
                                           s.attribution_method, self.data.normalise)
-            elif check == "colour_selectivity":
-                values = colour_look(result.plan, self.first_layer, s.colour_threshold)
+            elif check == "colour_selectivity":  # a grey input has no colour-selective filters
+                values = colour_look(result.plan, self.first_layer, s.colour_threshold) if self.input_shape[0] >= 3 else {}
             else:
                 values = latency_look(self.info.model, model, self.equivalence_input, s.latency_repeats)
             for name, value in values.items():

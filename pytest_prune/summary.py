@@ -18,31 +18,31 @@ def _verdict(checks: dict[str, str]) -> str:
 
 
 def summary_lines(state: GateState) -> list[str]:
+    """The table, from results rows: the same on the controller of a pytest-xdist run, which
+    measured nothing itself, as in a single process."""
     header = (
         f"{'model':<16} {'method':<22} {'top1':>7} {'drop':>7} {'MACs kept':>10} "
         f"{'params kept':>12} {'attr rho':>8} {'colour p/k':>10} {'speedup':>8} {'score s':>8}  gates"
     )
+    rows = ordered_rows(state)
     lines = [header, "-" * len(header)]
-    colour_input = state.run.input_shape[0] >= 3  # grey input: no colour-selective filters
-    for r in state.run.results():
-        colour = (
-            f"{r.colour_selective_pruned:.2f}/{r.colour_selective_kept:.2f}"
-            if colour_input and r.colour_selective_pruned is not None and r.colour_selective_kept is not None
-            else "-"
-        )
+    for r in rows:
+        pruned, kept = r.get("colour_selective_pruned"), r.get("colour_selective_kept")
+        colour = f"{pruned:.2f}/{kept:.2f}" if pruned is not None and kept is not None else "-"
         lines.append(
-            f"{r.model:<16} {r.method:<22} {r.top1_pruned:>7.2%} {r.accuracy_drop:>+7.2%} "
-            f"{r.macs_kept:>10.3f} {r.params_kept:>12.3f} {_num(r.attribution_spearman):>8} "
-            f"{colour:>10} {_num(r.speedup):>8} {r.score_seconds:>8.2f}  "
-            f"{_verdict(state.outcomes.get(r.method, {}))}"
+            f"{r['model']:<16} {r['method']:<22} {r['top1_pruned']:>7.2%} {r['accuracy_drop']:>+7.2%} "
+            f"{r['macs_kept']:>10.3f} {r['params_kept']:>12.3f} {_num(r.get('attribution_spearman')):>8} "
+            f"{colour:>10} {_num(r.get('speedup')):>8} {r['score_seconds']:>8.2f}  "
+            f"{_verdict(state.outcomes.get(r['method'], {}))}"
         )
-    if state.run.results():
-        r0 = state.run.results()[0]
+    if rows:
+        r0 = rows[0]
+        data = state.data_spec or (state.run.data_spec if state.run.results() else "")
         lines.append(
-            f"dense {r0.model}: top-1 {r0.top1_dense:.2%}, {r0.macs_dense:,} MACs/sample, "
-            f"{r0.params_dense:,} params; data {state.run.data_spec}"
+            f"dense {r0['model']}: top-1 {r0['top1_dense']:.2%}, {r0['macs_dense']:,} MACs/sample, "
+            f"{r0['params_dense']:,} params; data {data}"
         )
-    if colour_input and any(r.colour_selective_pruned is not None for r in state.run.results()):
+    if any(r.get("colour_selective_pruned") is not None for r in rows):
         lines.append(
             "colour p/k: share of colour-selective first-layer filters among the removed / the kept "
             f"(CSI > {state.run.settings.colour_threshold}); attr rho: mean Spearman correlation of "
@@ -50,6 +50,24 @@ def summary_lines(state: GateState) -> list[str]:
         )
     lines.extend(state.notes)
     return lines
+
+
+def ordered_rows(state: GateState) -> list[dict]:
+    """Every measured method's row, in the order the gates are generated (workers finish in any order)."""
+    return sorted(state.rows(), key=lambda r: _order(state, r["method"]))
+
+
+def _order(state: GateState, method: str) -> int:
+    """Rows in the order the gates are generated (workers finish in any order)."""
+    from .methods import is_ratio_free
+    from .run import candidate_id, method_id
+
+    opts = state.options
+    order = [
+        method_id(c, None if is_ratio_free(c) else r, rec)
+        for c in opts.criteria for r in ([None] if is_ratio_free(c) else opts.ratios) for rec in opts.recoveries
+    ] + [candidate_id(p) for p in opts.candidates]
+    return order.index(method) if method in order else len(order)
 
 
 def _num(value: float | None) -> str:
