@@ -42,7 +42,7 @@ def _render(page: Path) -> str:
 
 
 def test_report_renders_with_every_image_loaded(tmp_path):
-    run = PruneRun(RunSettings("lenet5"))
+    run = PruneRun(RunSettings("lenet5-colour"))  # a colour input: the colour-share figure too
     run.method("l1", 0.5)
     run.method("random", 0.5)
     written = write_report(run, tmp_path / "report")
