@@ -163,7 +163,8 @@ def test_resnet56_at_ratio_point_three_keeps_at_most_sixty_percent_of_macs(zoo_c
     assert _conv_and_linear_macs(pruned, case.example) / dense <= 0.6
 
 
-CHECKPOINT = Path(os.environ.get("PRUNE_CIFAR10_DIR", "/work/shared/data/cifar10")) / "resnet56.th"
+CHECKPOINT = Path(os.environ.get(
+    "PRUNE_CIFAR10_DIR", Path(__file__).resolve().parents[3] / "shared/data/cifar10")) / "resnet56.th"  # ../shared beside the repo
 
 
 @pytest.mark.skipif(not CHECKPOINT.is_file(), reason=f"pretrained checkpoint {CHECKPOINT} is absent")
