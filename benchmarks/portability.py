@@ -77,8 +77,9 @@ def measure(model: str, ratios: list[str], out: Path) -> None:
             "compressed": r.provenance.get("compressed_digest"),
             "checks": r.checks(),
         }
-    record = {"dense": run.dense_provenance, "data": run.data_provenance, "methods": rows}
-    out.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        # written after every method: a long run stopped early still leaves what it measured
+        record = {"dense": run.dense_provenance, "data": run.data_provenance, "methods": rows}
+        out.write_text(json.dumps(record, indent=1), encoding="utf-8")
 
 
 def compare(model: str, native: dict, default: dict) -> tuple[list[list[str]], dict[str, float], int]:
