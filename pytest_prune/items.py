@@ -148,6 +148,12 @@ class GateItem(pytest.Item):
 
     def _judge(self, outcome, source: str) -> None:
         self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")
+        # as data, for CI systems: --junitxml shows them as <property> of the test case
+        self.user_properties.extend([
+            ("model", self.state.run.name), ("method", self.method), ("check", self.check),
+            ("measured", outcome.measured), ("baseline", outcome.baseline),
+            ("tolerance", outcome.tolerance), ("verdict", "pass" if outcome.passed else "regression"),
+        ])
         if not outcome.passed:
             raise PruneFailure(f"{self.nodeid}\n  {outcome.explain()}\n  {source}")
 

@@ -24,3 +24,23 @@ def test_two_workers_measure_each_method_once_and_the_controller_reports(pyteste
     compared = pytester.runpytest(*args)
     compared.assert_outcomes(passed=6 * len(METHODS))
     assert "FAIL" not in compared.stdout.str() and compared.stdout.str().count("  pass") == len(METHODS)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_junit_xml_carries_the_figures_of_every_gate(pytester, workers):
+    import xml.etree.ElementTree as ET
+
+    baselines, junit = pytester.path / "bl", pytester.path / "junit.xml"
+    args = [*GATES, "--prune-criteria=l1", "--prune-ratios=0.5", f"--prune-baselines={baselines}", *workers]
+    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6)
+    pytester.runpytest(*args, f"--junitxml={junit}").assert_outcomes(passed=6)
+    cases = ET.parse(junit).getroot().iter("testcase")
+    found = {}
+    for case in cases:
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        found[properties["check"]] = properties
+    assert set(found) == {"top1", "accuracy_drop", "macs_reduction", "params_reduction",
+                          "surgery_equivalence", "attribution_retention"}
+    drop = found["accuracy_drop"]
+    assert drop["model"] == "lenet5" and drop["method"] == "l1-0.5" and drop["verdict"] == "pass"
+    assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01
