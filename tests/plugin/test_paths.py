@@ -84,3 +84,17 @@ def test_ini_keys_hold_when_a_path_option_is_given_in_the_space_form(pytester, p
     stored = (project / "baselines" / "lenet5" / "l1-0.5.json").read_text()
     assert '"ignore": [\n      "features.0"\n    ]' in stored or '"ignore": ["features.0"]' in stored
     pytester.runpytest("--prune-report", str(outside), "-p", "no:randomly").assert_outcomes(passed=6)
+
+
+def test_report_outside_the_repository_passes_against_the_committed_baselines(pytester, monkeypatch):
+    """Run from this repository's root, the space form: the default baselines/ stays the project's."""
+    from pathlib import Path
+
+    repository = Path(__file__).resolve().parents[2]
+    outside = pytester.mkdir("ci-report")
+    monkeypatch.chdir(repository)
+    result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5",
+                                "--prune-report", str(outside), "-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=6)
+    assert f"of lenet5 in {repository / 'baselines'} are not produced" in result.stdout.str()
+    assert (outside / "results.csv").is_file()
