@@ -55,6 +55,13 @@ def _plant(pytester, module: str, attribute: str, replacement: str, prelude: str
     """))
 
 
+def _planted_run(pytester, module: str, attribute: str, replacement: str, prelude: str = ""):
+    """Baselines first (and an unchanged rerun), then one run with the fault planted."""
+    args = _baselines_then(pytester)
+    _plant(pytester, module, attribute, replacement, prelude)
+    return _gates(pytester, *args)
+
+
 def test_dense_weights_damaged_under_the_same_file_name(pytester):
     weights = pytester.path / "release" / "w.pth"
     weights.parent.mkdir()
@@ -87,10 +94,8 @@ def test_same_data_spec_returning_changed_labels(pytester):
 
 
 def test_criterion_whose_scores_are_negated(pytester):
-    args = _baselines_then(pytester)
-    _plant(pytester, "pytest_prune.criteria.magnitude", "L1Norm.scores",
-           "lambda self, ctx: {k: -v for k, v in original(self, ctx).items()}")
-    result = _gates(pytester, *args)
+    result = _planted_run(pytester, "pytest_prune.criteria.magnitude", "L1Norm.scores",
+                          "lambda self, ctx: {k: -v for k, v in original(self, ctx).items()}")
     out = result.stdout.str()
     assert result.parseoutcomes().get("failed", 0) >= 1, out
     assert "changed since the baseline: the plan (" in out and "channel(s) differ" in out
@@ -98,8 +103,7 @@ def test_criterion_whose_scores_are_negated(pytester):
 
 
 def test_pruned_weights_nudged_after_surgery(pytester):
-    args = _baselines_then(pytester)
-    _plant(pytester, "pytest_prune.run", "prune_model", "nudged(original)", prelude="""
+    result = _planted_run(pytester, "pytest_prune.run", "prune_model", "nudged(original)", prelude="""
         import torch
 
         def nudged(surgery):
@@ -110,7 +114,6 @@ def test_pruned_weights_nudged_after_surgery(pytester):
                 return model
             return prune_model
     """)
-    result = _gates(pytester, *args)
     out = result.stdout.str()
     assert "lenet5::l1-0.5::surgery_equivalence" in out and "REGRESSION" in out
     assert "same dense model, data and plan, but other compressed weights" in out
@@ -118,10 +121,8 @@ def test_pruned_weights_nudged_after_surgery(pytester):
 
 
 def test_one_extra_channel_removed_per_group(pytester):
-    args = _baselines_then(pytester)
-    _plant(pytester, "pytest_prune.plan", "removal_count",
-           "lambda size, ratio: min(size - 1, original(size, ratio) + 1)")
-    result = _gates(pytester, *args)
+    result = _planted_run(pytester, "pytest_prune.plan", "removal_count",
+                          "lambda size, ratio: min(size - 1, original(size, ratio) + 1)")
     out = result.stdout.str()
     # MACs and parameters are exact: more pruning than the baseline is a change, not a pass
     assert "lenet5::l1-0.5::macs_reduction" in out and "lenet5::l1-0.5::params_reduction" in out
