@@ -53,6 +53,9 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-attribution", "string", "integrated_gradients",
      "attribution method of the attribution-retention check: integrated_gradients, saliency or "
      "gradcam (default: integrated_gradients)."),
+    ("prune-eval-limit", "string", None,
+     "evaluate on the first N evaluation samples only: a quick gate; a setting of the baselines, "
+     "so they are written and compared with the same N (default: every sample)."),
     ("prune-min-speedup", "string", None,
      "also gate the CPU speed-up (dense latency / compressed latency, median of repeated runs "
      "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
@@ -249,6 +252,7 @@ def run_settings(config: pytest.Config, model: str):
         model=model,
         name=_name(config),
         ignore=_ignore(config),
+        eval_limit=_positive_int(get(config, "prune-eval-limit"), "prune-eval-limit"),
         weights=_weights(config),
         allow_pickle=bool(get(config, "prune-allow-pickle")),
         data=get(config, "prune-data"),
@@ -257,6 +261,18 @@ def run_settings(config: pytest.Config, model: str):
         device=get(config, "prune-device") or "cpu",
         attribution_method=parse_attribution(get(config, "prune-attribution")),
     )
+
+
+def _positive_int(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise SpecError(f"--{option} {value!r} is not a whole number of at least 1 (e.g. 256)")
+    return number
 
 
 def _ignore(config: pytest.Config) -> tuple[str, ...]:

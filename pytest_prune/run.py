@@ -10,6 +10,7 @@ model kept of the dense one (attributions, colour filters, latency) is :mod:`pyt
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
 from .candidates import load_candidate, match_filters
@@ -55,6 +57,7 @@ class RunSettings:
     model: str
     name: str | None = None  # gate ids and baseline folder (None: from the model spec)
     ignore: tuple[str, ...] = ()  # module names or glob patterns whose channels are kept
+    eval_limit: int | None = None  # evaluate on the first N evaluation samples only (a quick gate)
     weights: str | None = None
     allow_pickle: bool = False
     data: str | None = None  # None: the model's default data
@@ -182,7 +185,11 @@ class PruneRun:
                 f"model {self.settings.model!r} has no default data; pass --prune-data "
                 "(e.g. package.module:callable returning (x, y) tensors)"
             )
-        return load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape)
+        bundle = load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape)
+        limit = self.settings.eval_limit
+        if limit is not None and limit < len(bundle.evaluation):
+            bundle = dataclasses.replace(bundle, evaluation=Subset(bundle.evaluation, range(limit)))
+        return bundle
 
     def check_inputs(self) -> None:
         """Build the model, load the data, and run one batch through it: a bad model or data spec,
@@ -295,6 +302,7 @@ class PruneRun:
             "allocation": s.allocation,
             "recovery": recovery,
             **({"ignore": list(s.ignore)} if s.ignore else {}),
+            **({"eval_limit": s.eval_limit} if s.eval_limit is not None else {}),
         }
 
     # -- one method ---------------------------------------------------------------------------

@@ -260,3 +260,18 @@ def test_update_keeps_hand_edited_tolerances_and_lists_unused_files(pytester):
     out = updated.stdout.str()
     assert "1 baseline file(s) of lenet5" in out and "not produced by these options" in out
     assert "l1-0.9.json" in out and (path.parent / "l1-0.9.json").is_file()  # listed, never deleted
+
+
+def test_eval_limit_is_a_quick_gate_recorded_as_a_setting(pytester):
+    report = pytester.path / "report"
+    _run(pytester, "--prune-eval-limit=64", "--prune-update-baselines", f"--prune-report={report}").assert_outcomes(passed=6)
+    stored = json.loads(_baseline_file(pytester).read_text())
+    assert stored["settings"]["eval_limit"] == 64
+    top1 = pd.read_csv(report / "results.csv")["top1_dense"].iloc[0]
+    assert round(top1 * 64) == pytest.approx(top1 * 64)  # a fraction of 64 images
+    _run(pytester, "--prune-eval-limit=64").assert_outcomes(passed=6)
+    mismatch = _run(pytester)
+    mismatch.assert_outcomes(failed=6)
+    assert "eval_limit: baseline 64, this run None" in mismatch.stdout.str()
+    bad = _run(pytester, "--prune-eval-limit=0")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR and "at least 1" in bad.stderr.str()
