@@ -27,7 +27,7 @@ import os
 from typing import Iterable, Iterator, Literal, Sequence, Union
 
 import torch
-from hypothesis import settings
+from hypothesis import assume, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -761,8 +761,15 @@ def removals(draw, size: int) -> tuple[int, ...]:
 
 @st.composite
 def channel_choices(draw, groups: Sequence[ChannelGroup]) -> PrunePlan:
-    """A plan over ``groups``: a random removal for every group (each keeps ≥ 1 channel)."""
-    return PrunePlan({g.name: draw(removals(g.size)) for g in groups})
+    """A plan over ``groups``: a random removal for every group (each keeps ≥ 1 channel), and at
+    least one channel removed wherever a group has two: a plan that removes nothing tests nothing,
+    so one group, drawn from the plan's own groups, then loses one channel."""
+    remove = {g.name: draw(removals(g.size)) for g in groups}
+    prunable = [g for g in groups if g.size > 1]
+    if prunable and not any(remove.values()):
+        chosen = draw(st.sampled_from(prunable))
+        remove[chosen.name] = (draw(st.integers(0, chosen.size - 1)),)
+    return PrunePlan(remove)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -807,9 +814,12 @@ class PruningCase:
 
 @st.composite
 def pruning_cases(draw, *, max_stages: int = 4) -> PruningCase:
-    """A random model (train or eval mode), its channel groups, and a plan over them."""
+    """A random model (train or eval mode), its channel groups, and a plan over them that removes
+    at least one channel. A model without a prunable group is rejected (``assume``): its case
+    would prune nothing."""
     architecture = draw(architectures(max_stages=max_stages))
     case = PruningCase.of(architecture, draw(st.booleans()))
+    assume(any(g.size > 1 for g in case.groups))
     return dataclasses.replace(case, plan=draw(channel_choices(case.groups)))
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from torch import nn
 
 from pytest_prune import strategies as S
@@ -38,9 +38,18 @@ def assert_untouched(model: nn.Module, pristine: nn.Module, by: str) -> None:
     assert not flipped, f"{by} flipped the train/eval mode of {flipped[:5]}"
 
 
+def _record(case: S.PruningCase) -> None:
+    """What the example prunes, for --hypothesis-show-statistics (and a check that it prunes)."""
+    assert case.groups and case.plan.count() > 0, "a case that removes no channel tests nothing"
+    pruned_groups = sum(1 for removed in case.plan.remove.values() if removed)
+    event(f"groups traced: {min(len(case.groups), 5)}{'+' if len(case.groups) >= 5 else ''}")
+    event(f"share of groups pruned: {'all' if pruned_groups == len(case.groups) else 'some'}")
+
+
 @PROFILE
 @given(case=S.pruning_cases())
 def test_pruned_model_equals_masked_dense_model_and_leaves_it_alone(case: S.PruningCase):
+    _record(case)
     pristine = S.build(case.architecture).train(case.training)
     assert_untouched(case.model, pristine, "find_channel_groups")
 
@@ -58,6 +67,7 @@ def test_pruned_model_equals_masked_dense_model_and_leaves_it_alone(case: S.Prun
 @PROFILE
 @given(case=S.pruning_cases())
 def test_pruned_layers_have_the_widths_the_description_predicts(case: S.PruningCase):
+    _record(case)
     pruned = prune_model(case.model, case.groups, case.plan, case.example_input)
     expected = S.expected_shapes(case.architecture, case.groups, case.plan)
 
