@@ -16,19 +16,10 @@ import argparse
 
 import pandas as pd
 
-from pytest_prune.run import PruneRun, RunSettings
+from common import run_settings
+from pytest_prune.run import PruneRun
 
 CRITERIA = ("attribution", "attribution-corr", "l1", "random")
-
-
-def settings_for(model: str) -> RunSettings:
-    if model.startswith("cifar-resnet"):
-        from common import data_dir
-
-        folder = data_dir()
-        return RunSettings(model, weights=str(folder / f"resnet{model.removeprefix('cifar-resnet')}.th"),
-                           data=f"cifar10:{folder}", calibration_images=256)
-    return RunSettings(model)
 
 
 def main() -> None:
@@ -38,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for model in args.models.split(","):
-        run = PruneRun(settings_for(model))
+        run = PruneRun(run_settings(model, calibration_images=256))
         for ratio in map(float, args.ratios.split(",")):
             for criterion in CRITERIA:
                 r = run.method(criterion, ratio)

@@ -14,24 +14,12 @@ One thread, l1 at ratio 0.3, integrated gradients on 16 images (the defaults of 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-from pytest_prune.run import PruneRun, RunSettings
-
-
-def settings_for(model: str) -> RunSettings:
-    if model.startswith("cifar-resnet"):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from common import data_dir
-
-        folder = data_dir()
-        return RunSettings(model, weights=str(folder / f"resnet{model.removeprefix('cifar-resnet')}.th"),
-                           data=f"cifar10:{folder}")
-    return RunSettings(model)
+from common import run_settings
+from pytest_prune.run import PruneRun
 
 
 def timed(action) -> float:
@@ -41,7 +29,7 @@ def timed(action) -> float:
 
 
 def costs(model: str, criterion: str, ratio: float) -> list[tuple[str, str, float]]:
-    run = PruneRun(settings_for(model))
+    run = PruneRun(run_settings(model))
     rows = [("load model and data, trace groups", "every check, once per run", timed(run.check_inputs)),
             ("dense top-1 and counts", "every check, once per run",
              timed(lambda: (run.dense_top1, run.dense_count, run.dense_provenance, run.data_provenance)))]

@@ -37,6 +37,18 @@ def data_dir() -> Path:
     return folder
 
 
+def run_settings(model: str, calibration_images: int | None = None):
+    """The :class:`~pytest_prune.run.RunSettings` of ``model``: a CIFAR ResNet with its pretrained
+    weights and the shared CIFAR-10 data, any other model as the plugin would build it."""
+    from pytest_prune.run import RunSettings
+
+    if not model.startswith("cifar-resnet"):
+        return RunSettings(model)
+    folder = data_dir()
+    return RunSettings(model, weights=str(folder / f"resnet{model.removeprefix('cifar-resnet')}.th"),
+                       data=f"cifar10:{folder}", calibration_images=calibration_images)
+
+
 @dataclass
 class Setup:
     info: ModelInfo

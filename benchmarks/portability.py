@@ -48,27 +48,15 @@ def methods_of(model: str, ratios: list[str]) -> list[tuple[str, str | None, str
     return [(s.criterion, s.target, s.recovery) for s in specs]
 
 
-def settings_for(model: str):
-    from pytest_prune.run import RunSettings
-
-    if model.startswith("cifar-resnet"):
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from common import data_dir
-
-        folder = data_dir()
-        weights = folder / f"resnet{model.removeprefix('cifar-resnet')}.th"
-        return RunSettings(model, weights=str(weights), data=f"cifar10:{folder}", calibration_images=256)
-    return RunSettings(model)
-
-
 def measure(model: str, ratios: list[str], out: Path) -> None:
     """Child process: measure every method of ``model`` under this process's kernels, as JSON."""
     import torch
+    from common import run_settings
 
     from pytest_prune.run import PruneRun
 
     torch.set_num_threads(1)  # the two children run side by side on a shared machine
-    run = PruneRun(settings_for(model))
+    run = PruneRun(run_settings(model, calibration_images=256))
     rows = {}
     for criterion, target, recovery in methods_of(model, ratios):
         r = run.method(criterion, target, recovery)

@@ -30,8 +30,7 @@ def unused_baselines(root: Path, model: str, methods: set[str]) -> list[str]:
 
 def model_checks(state: GateState) -> list[str]:
     """The checks that can fail on this model: colour selectivity needs a colour input."""
-    colour = state.run.input_shape[0] >= 3
-    return [c for c in CHECKS if c != "colour_selectivity" or colour]
+    return [c for c in CHECKS if c != "colour_selectivity" or state.run.colour_input]
 
 
 class ModelGates(pytest.Collector):

@@ -238,8 +238,7 @@ def baselines_dir(config: pytest.Config) -> Path:
     ini file's folder when given as an ini key; by default ``baselines/`` in :func:`project_dir`."""
     given = config.getoption("prune_baselines")
     if given:
-        path = Path(given)
-        return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+        return invocation_path(config, given)
     path = Path(ini(config, "prune_baselines") or DEFAULT_BASELINES)
     return path if path.is_absolute() else project_dir(config) / path
 

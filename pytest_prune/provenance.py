@@ -36,10 +36,6 @@ DIGEST_LENGTH = 16  # hex digits kept: 64 bits, ample to tell versions of one mo
 POSITIONS_KEPT = 2048  # a plan records its removed positions while it removes at most this many
 
 
-def _hasher() -> "hashlib._Hash":
-    return hashlib.sha256()
-
-
 def _add_tensor(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
     tensor = tensor.detach().cpu()
     hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
@@ -49,7 +45,7 @@ def _add_tensor(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
 
 def state_dict_digest(model: nn.Module) -> str:
     """Digest of every parameter and buffer, by name (order-independent, device-independent)."""
-    hasher = _hasher()
+    hasher = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         hasher.update(name.encode())
         _add_tensor(hasher, tensor)
@@ -59,7 +55,7 @@ def state_dict_digest(model: nn.Module) -> str:
 def dataset_digest(data: Dataset | Iterable, batch_size: int = 512) -> str:
     """Digest of a split's images and labels, in order (a dataset or an iterable of batches)."""
     batches = DataLoader(data, batch_size=batch_size) if isinstance(data, Dataset) else data
-    hasher = _hasher()
+    hasher = hashlib.sha256()
     for images, labels in batches:
         _add_tensor(hasher, torch.as_tensor(images))
         _add_tensor(hasher, torch.as_tensor(labels))

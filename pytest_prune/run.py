@@ -177,6 +177,12 @@ class PruneRun:
         """C, H, W of one sample: the model's if it says, else its data's."""
         return tuple(self.info.input_shape or self.data.input_shape)
 
+    @property
+    def colour_input(self) -> bool:
+        """Whether the input has colour channels: on a grey input no filter is colour-selective,
+        so the colour check could never fail."""
+        return self.input_shape[0] >= 3
+
     @cached_property
     def data(self) -> DataBundle:
         spec = self.settings.data or self.info.default_data
@@ -237,9 +243,8 @@ class PruneRun:
 
     @cached_property
     def groups(self) -> list[ChannelGroup]:
-        groups = find_channel_groups(self.info.model, self.example_input, ignore=self.ignored_modules,
-                                     notes=self.trace_notes)
-        return groups
+        return find_channel_groups(self.info.model, self.example_input, ignore=self.ignored_modules,
+                                   notes=self.trace_notes)
 
     @cached_property
     def dense_top1(self) -> float:
@@ -442,8 +447,8 @@ class PruneRun:
             if check == "attribution_retention":
                 values = attribution_look(self.dense_attribution, model, self.attribution_images,
                                           s.attribution_method, self.data.normalise)
-            elif check == "colour_selectivity":  # a grey input has no colour-selective filters
-                values = colour_look(result.plan, self.first_layer, s.colour_threshold) if self.input_shape[0] >= 3 else {}
+            elif check == "colour_selectivity":
+                values = colour_look(result.plan, self.first_layer, s.colour_threshold) if self.colour_input else {}
             else:
                 values = latency_look(self.info.model, model, self.equivalence_input, s.latency_repeats)
             for name, value in values.items():
