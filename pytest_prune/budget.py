@@ -82,7 +82,9 @@ class PlanCost:
             weight = getattr(module, "weight", None)
             if weight is None or weight.dim() == 0:
                 continue
-            size = weight.shape[0] if role == "producer" else weight.shape[1]
+            # channels counted along the layer's input, not its weight: a grouped conv's weight
+            # holds one group's inputs
+            size = weight.shape[0] if role == "producer" else getattr(module, "in_channels", weight.shape[1])
             if role == "producer" and isinstance(module, nn.modules.batchnorm._BatchNorm):
                 size = module.num_features
             out[(name, role)] = count / size

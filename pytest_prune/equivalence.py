@@ -87,7 +87,8 @@ def expected_shapes(
     """State-dict name → the shape the pruned tensor must have.
 
     Producers lose positions along dim 0 of every tensor they hold (weight, bias, BatchNorm
-    statistics); consumers lose positions along dim 1 of their weight.
+    statistics); consumers lose positions along dim 1 of their weight (one per G removed inputs
+    for a grouped conv, which removes inputs in equal numbers from each of its G groups).
     """
     removed = _removed_positions(groups, plan)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -95,10 +96,13 @@ def expected_shapes(
         tensors = list(module.named_parameters(recurse=False)) + list(
             module.named_buffers(recurse=False)
         )
+        # a grouped conv's weight holds one group's inputs: it loses one column per G inputs
+        per_column = getattr(module, "groups", 1)
         for tensor_name, tensor in tensors:
             shape = list(tensor.shape)
             for dim in range(min(2, tensor.dim())):
-                shape[dim] -= len(removed.get((module_name, dim), ()))
+                gone = len(removed.get((module_name, dim), ()))
+                shape[dim] -= gone // per_column if dim == 1 and tensor_name == "weight" else gone
             full = f"{module_name}.{tensor_name}" if module_name else tensor_name
             shapes[full] = tuple(shape)
     return shapes

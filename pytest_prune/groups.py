@@ -28,7 +28,10 @@ class GroupMember:
     dimension reads it (the next conv's input slice, a linear layer after a flatten).
     ``indices[c]`` lists the positions, along that dimension of the module's weight, that belong to
     channel ``c`` of the group: usually one position, several for a linear layer that reads a
-    flattened feature map (one per spatial location).
+    flattened feature map (one per spatial location) and for the layers around a grouped conv,
+    which ties the same within-group offset of each of its groups into one channel of the group.
+    A grouped conv's consumer positions count its input channels (0..in_channels-1), not the
+    columns of its weight, which holds one group's inputs.
     """
 
     module: str
@@ -46,6 +49,8 @@ class ChannelGroup:
 
     name: str
     root: str
+    # the root layer's first output channel of each position; the root member's indices list
+    # them all (several where a grouped conv bundles one per group)
     root_indices: tuple[int, ...]
     members: tuple[GroupMember, ...]
 
@@ -75,12 +80,23 @@ def member_weight_slices(
     out = []
     for idx in member.indices:
         index = torch.as_tensor(idx, dtype=torch.long, device=weight.device)
+        if member.role == "consumer" and getattr(module, "groups", 1) > 1:
+            out.append((_grouped_input_slice(module, weight.detach(), idx),))
+            continue
         parts = [weight.detach().index_select(member.weight_dim(), index)]
         bias = getattr(module, "bias", None)
         if member.role == "producer" and bias is not None:
             parts.append(bias.detach().index_select(0, index))
         out.append(tuple(parts))
     return out
+
+
+def _grouped_input_slice(conv: nn.Module, weight: torch.Tensor, inputs: tuple[int, ...]) -> torch.Tensor:
+    """The weights that read ``inputs`` of a grouped conv, as one (outputs, k, ...) tensor: input c
+    is column c mod (in/G) of the filters of group c div (in/G) only."""
+    per_in, per_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    parts = [weight[(c // per_in) * per_out:(c // per_in + 1) * per_out, c % per_in] for c in inputs]
+    return torch.cat(parts).unsqueeze(1)
 
 
 def is_batchnorm(module: nn.Module) -> bool:

@@ -357,9 +357,14 @@ class ChannelFlow:
     makes the two channels it adds one channel; a depthwise conv and a BatchNorm carry their input
     channels unchanged; concatenation places its inputs' channels side by side. Channels that
     contain an input-image channel or a classifier output are *fixed*: no plan may remove them; so
-    are channels with a producer named in ``ignore``. A grouped conv (1 < groups, not depthwise)
-    cannot lose arbitrary channels at all: :meth:`grouped_conv_ignores` names the producers to
-    ignore so that its channels stay whole.
+    are channels with a producer named in ``ignore``.
+
+    A grouped conv (1 < groups, not depthwise) loses channels in equal numbers from each of its
+    groups, so the channels at the same within-group offset of its inputs (and of its outputs) form
+    one *bundle*, removed together: one position of a channel group. A bundle with a fixed channel
+    is fixed, and so is one that joins channels of different root layers (the conv reads a
+    concatenation). The strategies draw no grouped conv with a single output per group (the
+    engine refuses it).
     """
 
     def __init__(self, architecture: Architecture, ignore: Iterable[str] = ()):
@@ -372,6 +377,7 @@ class ChannelFlow:
         for i, block in enumerate(architecture.blocks):
             stream = self._block(f"features.{i}", block, stream)
         self._head("head", architecture.head, stream)
+        self._bundles = self._bundle_channels()
 
     # -- union-find over nodes --------------------------------------------------------------
     def channel(self, node: Node) -> Node:
@@ -427,63 +433,84 @@ class ChannelFlow:
         self.layers[f"{prefix}.classifier"] = _Layer("linear", features, classes)
         self._fixed.extend(classes)
 
+    # -- bundles: channels a grouped conv ties -----------------------------------------------
+    def _bundling_convs(self) -> list[str]:
+        """Grouped convs that prune by bundles: 1 < groups, more than one output per group."""
+        return [
+            name for name, layer in self.layers.items()
+            if layer.kind == "conv" and layer.groups > 1 and layer.groups != len(layer.outputs)
+        ]
+
+    def _bundle_channels(self) -> dict[Node, frozenset[Node]]:
+        parent: dict[Node, Node] = {}
+
+        def find(c: Node) -> Node:
+            while parent.setdefault(c, c) != c:
+                c = parent[c]
+            return c
+
+        for name in self._bundling_convs():
+            layer = self.layers[name]
+            for nodes in (layer.inputs, layer.outputs):
+                per_group = len(nodes) // layer.groups
+                for i, node in enumerate(nodes):
+                    partner = self.channel(nodes[i % per_group])
+                    a, b = find(self.channel(node)), find(partner)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+        bundles: dict[Node, set[Node]] = {}
+        for c in list(parent):
+            bundles.setdefault(find(c), set()).add(c)
+        return {c: frozenset(b) for b in bundles.values() for c in b}
+
+    def bundle(self, channel: Node) -> frozenset[Node]:
+        """The channels removed together with ``channel`` (itself alone outside grouped convs)."""
+        channel = self.channel(channel)
+        return self._bundles.get(channel, frozenset({channel}))
+
+    def root(self, channel: Node) -> str:
+        """The first conv or linear layer, in module order, that writes ``channel``: the layer
+        the engine names its group after."""
+        channel = self.channel(channel)
+        return next(
+            name for name, layer in self.layers.items()
+            if layer.kind != "batchnorm" and any(self.channel(n) == channel for n in layer.outputs)
+        )
+
     # -- questions ----------------------------------------------------------------------------
     def interface_channels(self) -> set[Node]:
         """Channels tied to the model's input image or to its classifier outputs."""
         return {self.channel(n) for n in self._fixed}
 
     def fixed_channels(self) -> set[Node]:
-        """Interface channels, and channels with a producer in ``ignore``."""
+        """Interface channels, channels with a producer in ``ignore``, their bundles, and bundles
+        that join channels of several roots (the engine cuts one root's group at a time)."""
         ignored = {self.channel(n) for name in self.ignore for n in self.layers[name].outputs}
-        return self.interface_channels() | ignored
-
-    def grouped_convs(self) -> list[str]:
-        """Names of the grouped (1 < groups, not depthwise) convs."""
-        return [
-            name
-            for name, layer in self.layers.items()
-            if layer.kind == "conv" and layer.groups > 1 and not layer.depthwise
-        ]
-
-    def grouped_conv_channels(self) -> set[Node]:
-        """Channels read or written by a grouped conv."""
-        return {
-            self.channel(n)
-            for name in self.grouped_convs()
-            for n in self.layers[name].inputs + self.layers[name].outputs
-        }
-
-    def grouped_conv_ignores(self) -> list[str]:
-        """Producers to pass as ``ignore=`` so that no group reaches a grouped conv.
-
-        The engine refuses to prune grouped convs; ignoring a producer keeps every channel it
-        writes. So: every conv or linear layer, except depthwise convs, that writes a channel a
-        grouped conv reads or writes. (A depthwise conv writes the whole stream it reads, so
-        ignoring it would also keep channels no grouped conv touches.)
-        """
-        touched = self.grouped_conv_channels() - self.interface_channels()
-        return sorted(
-            name
-            for name, layer in self.layers.items()
-            if layer.kind != "batchnorm"
-            and not layer.depthwise
-            and any(self.channel(n) in touched for n in layer.outputs)
-        )
+        fixed = {c for f in self.interface_channels() | ignored for c in self.bundle(f)}
+        for bundle in set(self._bundles.values()):
+            if len({self.root(c) for c in bundle - fixed}) > 1:
+                fixed |= bundle
+        return fixed
 
     def prunable_channels(self) -> set[Node]:
         """Every channel produced by some layer that no plan is forbidden to remove."""
         produced = {self.channel(n) for layer in self.layers.values() for n in layer.outputs}
         return produced - self.fixed_channels()
 
-    def members(self, channel: Node) -> tuple[frozenset[Node], frozenset[Node]]:
-        """(producer, consumer) positions of ``channel``: (module name, weight position) pairs.
+    def members(self, channels: Node | Iterable[Node]) -> tuple[frozenset[Node], frozenset[Node]]:
+        """(producer, consumer) positions of a channel, or of a bundle of them: (module name,
+        weight position) pairs.
 
         Producers are output positions of convs, linears and BatchNorms (depthwise convs included);
-        consumers are input positions of convs and linears, except depthwise convs, whose input
-        position is their output position.
+        consumers are input positions of convs and linears (a grouped conv's input channels, not
+        its weight's columns), except depthwise convs, whose input position is their output
+        position.
         """
+        single = isinstance(channels, tuple) and isinstance(channels[0], str)
+        wanted = {self.channel(channels)} if single else {self.channel(c) for c in channels}
+
         def positions(name: str, nodes: Sequence[Node]) -> set[Node]:
-            return {(name, p) for p, n in enumerate(nodes) if self.channel(n) == channel}
+            return {(name, p) for p, n in enumerate(nodes) if self.channel(n) in wanted}
 
         producers, consumers = set(), set()
         for name, layer in self.layers.items():
@@ -493,7 +520,8 @@ class ChannelFlow:
         return frozenset(producers), frozenset(consumers)
 
     def removed_channels(self, groups: Sequence[ChannelGroup], plan: PrunePlan) -> set[Node]:
-        """The channels ``plan`` removes, located through each group's root module and indices."""
+        """The channels ``plan`` removes, located through each group's root module and indices
+        (with the bundle of each)."""
         by_name = {g.name: g for g in groups}
         removed = set()
         for group_name, positions in plan.remove.items():
@@ -504,7 +532,7 @@ class ChannelFlow:
                     f"linear or BatchNorm layer of the description (known: {sorted(self.layers)})"
                 )
             for p in positions:
-                removed.add(self.channel(self.layers[group.root].outputs[group.root_indices[p]]))
+                removed |= self.bundle(self.layers[group.root].outputs[group.root_indices[p]])
         return removed
 
     def shapes(self, removed: set[Node] = frozenset()) -> dict[str, LayerShape]:
@@ -572,13 +600,15 @@ def _divisors(n: int) -> list[int]:
 
 def _group_counts(in_channels: int, out_channels: int | None) -> list[int]:
     """Group counts for a grouped (not depthwise) conv from ``in_channels`` to ``out_channels``
-    (None: any width that fits MAX_CHANNELS)."""
-    if out_channels is None:  # some multiple of g other than in_channels must fit
-        return [g for g in _divisors(in_channels) if g < in_channels or 2 * g <= MAX_CHANNELS]
+    (None: any width that fits MAX_CHANNELS), with at least two outputs per group: a conv with
+    one output per group but several inputs is one Torch-Pruning takes for a depthwise conv, and
+    the engine refuses it."""
+    if out_channels is None:
+        return [g for g in _divisors(in_channels) if 2 * g <= MAX_CHANNELS]
     return [
         g
         for g in _divisors(in_channels)
-        if out_channels % g == 0 and not g == in_channels == out_channels
+        if out_channels % g == 0 and out_channels // g >= 2
     ]
 
 
@@ -598,8 +628,7 @@ def convs(draw, in_channels: int, *, out_channels: int | None = None, stride: in
         if counts:
             groups = draw(st.sampled_from(counts))
             if out_channels is None:
-                low = 2 if groups == in_channels else 1  # groups == in == out is depthwise
-                out_channels = groups * draw(st.integers(low, MAX_CHANNELS // groups))
+                out_channels = groups * draw(st.integers(2, MAX_CHANNELS // groups))
     if out_channels is None:
         out_channels = draw(st.integers(1, MAX_CHANNELS))
     return ConvSpec(
@@ -777,9 +806,7 @@ class PruningCase:
     """A model, its channel groups and a plan: everything a surgery property test needs.
 
     ``model`` was put in ``training`` mode before grouping; ``build(architecture)`` rebuilds an
-    untouched copy of it. Grouped convs cannot be pruned exactly by the engine, so their channels
-    are kept whole by naming their producers in ``ignore``
-    (:meth:`ChannelFlow.grouped_conv_ignores`).
+    untouched copy of it. ``ignore`` is empty: every layer the strategies draw can be pruned.
     """
 
     architecture: Architecture
@@ -799,7 +826,7 @@ class PruningCase:
 
         cnn = BuiltCNN.of(architecture)
         cnn.model.train(training)
-        ignore = tuple(ChannelFlow(architecture).grouped_conv_ignores())
+        ignore: tuple[str, ...] = ()
         groups = tuple(find_channel_groups(cnn.model, cnn.example_input, ignore=ignore))
         return cls(architecture, cnn.model, cnn.example_input, training, ignore, groups, plan)
 

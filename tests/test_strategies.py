@@ -243,26 +243,37 @@ def test_oracle_offsets_concatenated_channels_and_a_depthwise_conv_follows_its_i
     assert flow.shapes({head_ch})["head.hidden"].in_width == 12
 
 
-def test_oracle_keeps_grouped_conv_channels_whole_through_ignored_producers():
+def test_oracle_bundles_the_same_offset_of_every_group_of_a_grouped_conv():
     stem = S.ConvSpec(3, 4)
-    grouped = S.ConvSpec(4, 6, kernel_size=1, groups=2)
+    grouped = S.ConvSpec(4, 6, kernel_size=1, groups=2)  # 2 inputs, 3 outputs per group
     dw, pw = S.ConvSpec(6, 6, groups=6), S.ConvSpec(6, 5, kernel_size=1)
     architecture = _arch(stem, grouped, dw, pw, head=S.HeadSpec(5, "avg", 1, None, "none", 2))
     flow = S.ChannelFlow(architecture)
-    # the depthwise conv writes the grouped conv's channels, but is not needed to keep them
-    assert flow.grouped_conv_ignores() == ["features.0.conv", "features.1.conv"]
+    stem_ch = [flow.channel(("features.0.conv", k)) for k in range(4)]
+    assert flow.bundle(stem_ch[0]) == {stem_ch[0], stem_ch[2]}
+    assert flow.bundle(stem_ch[3]) == {stem_ch[1], stem_ch[3]}
+    out = [flow.channel(("features.1.conv", k)) for k in range(6)]
+    assert flow.bundle(out[4]) == {out[1], out[4]}
     assert len(flow.prunable_channels()) == 4 + 6 + 5
-    kept = S.ChannelFlow(architecture, ignore=flow.grouped_conv_ignores())
-    assert kept.prunable_channels() == {kept.channel(("features.3.conv", k)) for k in range(5)}
+    # removing one bundle of the grouped conv's outputs: one filter per group, one column of pw
+    shapes = flow.shapes(flow.bundle(out[1]))
+    assert shapes["features.1.conv"] == S.LayerShape("conv", 4, 4, groups=2, kernel_size=1, bias=False)
+    assert shapes["features.3.conv"].in_width == 4
+    producers, consumers = flow.members(flow.bundle(stem_ch[0]))
+    assert producers == {("features.0.conv", 0), ("features.0.conv", 2), ("features.0.bn", 0), ("features.0.bn", 2)}
+    assert consumers == {("features.1.conv", 0), ("features.1.conv", 2)}
 
 
-def test_oracle_does_not_ignore_channels_a_grouped_conv_never_touches():
-    # stem → cat([x, grouped(expand(x))]) → depthwise over the concat: the stem stays prunable
-    grouped = S.ConcatSpec((S.ConvSpec(1, 4), S.ConvSpec(4, 4, groups=2)))
-    head = S.HeadSpec(5, "avg", 1, None, "none", 2)
-    architecture = _arch(S.ConvSpec(3, 1), grouped, S.ConvSpec(5, 5, groups=5), head=head)
-    flow = S.ChannelFlow(architecture, ignore=S.ChannelFlow(architecture).grouped_conv_ignores())
-    assert flow.prunable_channels() == {flow.channel(("features.0.conv", 0))}
+def test_oracle_keeps_a_bundle_that_joins_channels_of_two_roots_or_the_input():
+    # cat([x, conv(x)]) → grouped conv with 2 groups: each bundle joins an image channel and a
+    # channel of the body's conv, so nothing the grouped conv reads can go
+    concat = S.ConcatSpec((S.ConvSpec(2, 2),))
+    grouped = S.ConvSpec(4, 4, kernel_size=1, groups=2)
+    architecture = _arch(concat, grouped, in_channels=2, head=S.HeadSpec(4, "avg", 1, None, "none", 2))
+    flow = S.ChannelFlow(architecture)
+    body = {flow.channel(("features.0.body.0.conv", k)) for k in range(2)}
+    assert not body & flow.prunable_channels()
+    assert {flow.channel(("features.1.conv", k)) for k in range(4)} <= flow.prunable_channels()
 
 
 def test_oracle_locates_removed_channels_through_group_roots():

@@ -124,7 +124,8 @@ def _cut_group(
 ) -> None:
     removed = _removed(group, positions)
     root = _layer(traced, group.root, group)
-    current = kept.current((group.root, "producer"), [group.root_indices[p] for p in positions])
+    # every root channel of each position (several where a grouped conv bundles them)
+    current = kept.current((group.root, "producer"), removed[(group.root, "producer")])
     prune_out = traced.pruner(root).prune_out_channels
     tp_group = traced.graph.get_pruning_group(root, prune_out, current)
     expected = {key: kept.current(key, originals) for key, originals in removed.items()}

@@ -300,6 +300,21 @@ def _check_traced_once(
         )
 
 
+def _check_not_misread(name: str, module: nn.Module) -> None:
+    """A grouped conv with one output per group but several inputs per group is one Torch-Pruning
+    takes for a depthwise conv: it ties each input to one output, which is wrong, and the wrong
+    ties reach other layers' channels through the graph. Only with the conv and the layers that
+    produce its inputs ignored are its channels kept out of every group."""
+    if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.out_channels != module.in_channels:
+        raise TraceError(
+            f"module {name!r} ({type(module).__name__}) has groups={module.groups} with one output "
+            f"but {module.in_channels // module.groups} inputs per group: Torch-Pruning takes it for "
+            "a depthwise convolution and would tie the wrong channels together; give it two or "
+            "more outputs per group, or name it and the layers producing its inputs in "
+            f"--prune-ignore (ignore=[{name!r}, ...] in Python) to keep their channels"
+        )
+
+
 def _unpruned_state_error(name: str, module: nn.Module, state: dict[str, tuple[int, ...]]) -> str:
     kind = type(module).__name__
     buffers = {n for n, _ in module.named_buffers(recurse=False)}
@@ -335,6 +350,7 @@ def _check_coverage(
         _check_traced_once(name, module, graph, recording, ignore)
         if name in ignore:
             continue
+        _check_not_misread(name, module)
         state = _unpruned_state(module, graph, channel_counts)
         if state:
             raise TraceError(_unpruned_state_error(name, module, state))

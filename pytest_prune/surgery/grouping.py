@@ -6,6 +6,13 @@ coupling. The option-A shortcut breaks that: the stage-2 transition conv's chann
 shortcut) to nothing upstream. So we enumerate groups ourselves: walk root layers (convs and
 linears, in module order), ask for the group of their still-uncovered output channels, and split
 those channels by the set of slices each one reaches, so that every group has uniform membership.
+
+A grouped convolution (``groups=G``, not depthwise) reads each input channel in one of its G
+groups only, and its weight holds the group's inputs at within-group positions: removing input
+channel 3 of group 0 but nothing of group 1 leaves the groups of unequal width, which no
+convolution computes. So one *position* of a group removes the channels at the same within-group
+offset in every group at once (``bundles``): the producers lose G filters, the grouped conv one
+weight column; its outputs are bundled the same way. ResNeXt and RegNet prune this way.
 """
 
 from __future__ import annotations
@@ -18,22 +25,79 @@ from torch import nn
 from ..errors import TraceError
 from ..groups import ChannelGroup, GroupMember, is_conv_or_linear
 from .graph import TracedModel, trace_model
-from .slices import RootChannelReach, member_slices, slices_by_root_channel, unsupported_reason
+from .slices import (
+    RootChannelReach,
+    grouped_partners,
+    member_slices,
+    slices_by_root_channel,
+    unsupported_reason,
+)
+
+Bundle = tuple[int, ...]  # the root channels one group position removes together
 
 
-def _partition(reach: dict[int, RootChannelReach]) -> list[list[int]]:
-    """Root channels grouped by the exact set of slices they reach, lowest channel first."""
-    parts: dict[frozenset, list[int]] = {}
+def _bundles(traced: TracedModel, reach: dict[int, RootChannelReach]) -> tuple[list[Bundle], str | None]:
+    """Root channels joined into the bundles that grouped convolutions tie (one channel alone
+    where none does), lowest channel first; and why some channels must be kept, if so.
+
+    A grouped conv can tie a channel to one outside this group (its input reads a concatenation
+    of another layer's channels, or the model input): removing the bundle would need two groups
+    cut as one, so its channels are kept, like channels of the model input.
+    """
+    parent = {c: c for c in reach}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    owners: dict = {}  # (node, role) → position along it → root channel
+    for channel, r in reach.items():
+        for key, idxs in r.slices.items():
+            for i in idxs:
+                owners.setdefault(key, {})[i] = channel
+    outside: dict[int, str] = {}
+    for (node, role), owner in owners.items():
+        for i, channel in owner.items():
+            for partner in grouped_partners(node, role, i):
+                if partner in owner:
+                    parent[find(owner[partner])] = find(channel)
+                else:
+                    outside.setdefault(channel, f"grouped convolution {traced.describe(node)} ties "
+                                                f"its channel {i} to channel {partner}, which comes "
+                                                "from elsewhere (a concatenation or the model input)")
+    joined: dict[int, list[int]] = {}
     for channel in sorted(reach):
-        parts.setdefault(frozenset(reach[channel].slices), []).append(channel)
+        joined.setdefault(find(channel), []).append(channel)
+    kept = {find(c) for c in outside}
+    bundles = sorted((tuple(b) for root, b in joined.items() if root not in kept), key=lambda b: b[0])
+    return bundles, next(iter(outside.values()), None)
+
+
+def _bundle_reach(reach: dict[int, RootChannelReach], bundle: Bundle) -> RootChannelReach:
+    """What removing every channel of ``bundle`` touches."""
+    slices: dict = {}
+    for channel in bundle:
+        for key, idxs in reach[channel].slices.items():
+            slices.setdefault(key, []).extend(idxs)
+    boundary = next((reach[c].boundary for c in bundle if reach[c].boundary), None)
+    return RootChannelReach(slices, boundary)
+
+
+def _partition(reach: dict[Bundle, RootChannelReach]) -> list[list[Bundle]]:
+    """Bundles grouped by the exact set of slices they reach, lowest channel first."""
+    parts: dict[frozenset, list[Bundle]] = {}
+    for bundle in sorted(reach):
+        parts.setdefault(frozenset(reach[bundle].slices), []).append(bundle)
     return list(parts.values())
 
 
 def _members(
     traced: TracedModel,
     root: str,
-    channels: list[int],
-    reach: dict[int, RootChannelReach],
+    channels: list[Bundle],
+    reach: dict[Bundle, RootChannelReach],
     order: dict[str, int],
 ) -> tuple[GroupMember, ...]:
     per_channel = [member_slices(traced, reach[c]) for c in channels]
@@ -77,8 +141,8 @@ def _keep_or_explain(
     traced: TracedModel,
     name: str,
     root: str,
-    channels: list[int],
-    reach: dict[int, RootChannelReach],
+    channels: list[Bundle],
+    reach: dict[Bundle, RootChannelReach],
     frozen: set[str],
     refused: list[tuple[str, str]],
 ) -> bool:
@@ -149,13 +213,17 @@ def find_channel_groups(
             continue
         tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, uncovered)
         _mark_covered(traced, tp_group, covered)
-        reach = slices_by_root_channel(traced, tp_group)
+        by_channel = slices_by_root_channel(traced, tp_group)
+        bundles, why = _bundles(traced, by_channel)
+        if why and notes is not None:
+            notes.append(f"some channels of {root_name!r} are kept: {why}")
+        reach = {b: _bundle_reach(by_channel, b) for b in bundles}
         parts = _partition(reach)
         for k, channels in enumerate(parts):
             name = root_name if len(parts) == 1 else f"{root_name}#{k}"
             if _keep_or_explain(traced, name, root_name, channels, reach, ignore, refused):
                 members = _members(traced, root_name, channels, reach, order)
-                group = ChannelGroup(name, root_name, tuple(channels), members)
+                group = ChannelGroup(name, root_name, tuple(b[0] for b in channels), members)
                 _claim(group, claimed)
                 groups.append(group)
     if refused:

@@ -57,6 +57,28 @@ def member_slices(traced: TracedModel, channel: RootChannelReach) -> dict[tuple[
     }
 
 
+def _grouped(module: object) -> bool:
+    """A grouped convolution that is not depthwise: Torch-Pruning's depthwise pruner (which
+    removes an input with its output) takes over when ``groups == out_channels``."""
+    return (
+        isinstance(module, nn.modules.conv._ConvNd)
+        and module.groups > 1
+        and module.groups != module.out_channels
+    )
+
+
+def grouped_partners(node: Node, role: Role, index: int) -> list[int]:
+    """The channels a grouped convolution ties to its channel ``index``: the same within-group
+    offset in every other group (its inputs as a consumer, its outputs as a producer)."""
+    module = node.module
+    if not _grouped(module):
+        return []
+    width = module.in_channels if role == "consumer" else module.out_channels
+    per_group = width // module.groups
+    offset = index % per_group
+    return [g * per_group + offset for g in range(module.groups) if g * per_group + offset != index]
+
+
 def unsupported_reason(node: Node, traced: TracedModel) -> str | None:
     """Why removing channels of ``node`` would not match the masked reference, if it would not.
 
@@ -80,9 +102,6 @@ def unsupported_reason(node: Node, traced: TracedModel) -> str | None:
     if isinstance(module, PadShortcut):
         return None
     if isinstance(module, nn.modules.conv._ConvNd):
-        depthwise = module.groups == module.out_channels == module.in_channels
-        if module.groups != 1 and not depthwise:
-            return f"grouped convolutions (groups={module.groups}) tie channels within groups"
         if module.transposed:
             return "transposed convolutions keep their output channels in weight dim 1"
         return None

@@ -44,6 +44,25 @@ def _record(case: S.PruningCase) -> None:
     pruned_groups = sum(1 for removed in case.plan.remove.values() if removed)
     event(f"groups traced: {min(len(case.groups), 5)}{'+' if len(case.groups) >= 5 else ''}")
     event(f"share of groups pruned: {'all' if pruned_groups == len(case.groups) else 'some'}")
+    event(f"removes a position bundled by a grouped conv: {'yes' if _removes_bundle(case) else 'no'}")
+
+
+def _removes_bundle(case: S.PruningCase) -> bool:
+    by_name = {g.name: g for g in case.groups}
+    return any(len(by_name[name].members[0].indices[p]) > 1 for name, ps in case.plan.remove.items() for p in ps)
+
+
+def test_grouped_convs_are_pruned_in_a_fair_share_of_examples():
+    """The property tests reach grouped convs: of 60 drawn cases, some remove a bundled position."""
+    seen = []
+
+    @settings(max_examples=60, derandomize=True, deadline=None, database=None)
+    @given(case=S.pruning_cases())
+    def draw(case):
+        seen.append(_removes_bundle(case))
+
+    draw()
+    assert sum(seen) >= 0.1 * len(seen), f"{sum(seen)} of {len(seen)} cases remove a bundled position"
 
 
 @PROFILE
@@ -107,11 +126,12 @@ def assert_groups_partition_the_channels(groups: list[ChannelGroup], flow: S.Cha
     for g in groups:
         assert all(len(m.indices) == g.size for m in g.members), f"{g.name}: ragged members"
         for p, root_index in enumerate(g.root_indices):
-            channel = flow.channel(flow.layers[g.root].outputs[root_index])
-            assert channel not in found, f"{g.name}[{p}] is the channel of {found.get(channel)}"
-            found[channel] = f"{g.name}[{p}]"
-            assert _channel_slices(g, p) == flow.members(channel), (
-                f"group {g.name} channel {p} (root {g.root}[{root_index}]): (producers, consumers) "
+            bundle = flow.bundle(flow.layers[g.root].outputs[root_index])
+            clash = bundle & found.keys()
+            assert not clash, f"{g.name}[{p}] holds the channel of {found.get(min(clash))}"
+            found.update((channel, f"{g.name}[{p}]") for channel in bundle)
+            assert _channel_slices(g, p) == flow.members(bundle), (
+                f"group {g.name} position {p} (root {g.root}[{root_index}]): (producers, consumers) "
                 "differ from the ones the description ties together"
             )
     missing = flow.prunable_channels() - found.keys()
@@ -123,18 +143,10 @@ def assert_groups_partition_the_channels(groups: list[ChannelGroup], flow: S.Cha
 @PROFILE
 @given(cnn=S.cnns())
 def test_groups_partition_the_prunable_channels(cnn: S.BuiltCNN):
-    flow = S.ChannelFlow(cnn.architecture)
-    ignore = flow.grouped_conv_ignores()
-    if ignore:  # without them, a grouped conv is refused, or at least left out of every group
-        try:
-            unignored = find_channel_groups(cnn.model, cnn.example_input)
-        except TraceError as error:
-            assert "grouped convolution" in str(error)
-        else:
-            members = {m.module for g in unignored for m in g.members}
-            assert not members & set(flow.grouped_convs()), "a grouped conv is in a group"
-    groups = find_channel_groups(cnn.model, cnn.example_input, ignore=ignore)
-    assert_groups_partition_the_channels(groups, S.ChannelFlow(cnn.architecture, ignore=ignore))
+    groups = find_channel_groups(cnn.model, cnn.example_input)
+    bundled = any(len(g.members[0].indices[0]) > 1 for g in groups)
+    event(f"positions bundled by a grouped conv: {'yes' if bundled else 'no'}")
+    assert_groups_partition_the_channels(groups, S.ChannelFlow(cnn.architecture))
 
 
 # -- minimal examples that failed on the first surgery drafts, kept as regression tests ---------
@@ -155,10 +167,8 @@ def _minimal_case(size: int, *blocks: S.Block, pooling: str = "avg") -> S.BuiltC
 
 def assert_groups_and_single_removals_exact(cnn: S.BuiltCNN) -> None:
     """Groups as the description says, and removing any one channel is exact."""
-    flow = S.ChannelFlow(cnn.architecture)
-    ignore = flow.grouped_conv_ignores()
-    groups = find_channel_groups(cnn.model, cnn.example_input, ignore=ignore)
-    assert_groups_partition_the_channels(groups, S.ChannelFlow(cnn.architecture, ignore=ignore))
+    groups = find_channel_groups(cnn.model, cnn.example_input)
+    assert_groups_partition_the_channels(groups, S.ChannelFlow(cnn.architecture))
     for g in groups:
         for p in range(g.size if g.size > 1 else 0):
             plan = S.PrunePlan({g.name: (p,)})
@@ -182,12 +192,24 @@ GROUPS_EQUAL_OUT = S.ConcatSpec((_conv(1, 4), _conv(4, 2, groups=2)))
         pytest.param(
             (_conv(1, 2), S.ConcatSpec((_conv(2, 1),))), 2, "flatten", id="flatten-after-concat"
         ),
-        # TraceError even with the grouped conv's producers ignored (groups == out_channels)
+        # ResNeXt's block: 1x1 → grouped 3x3 → 1x1, added to the stream
         pytest.param(
-            (_conv(1, 1), GROUPS_EQUAL_OUT, S.ConcatSpec((_conv(3, 3, groups=3),))), 1, "avg",
-            id="grouped-conv-one-output-per-group-then-depthwise",
+            (_conv(1, 4), S.ResidualSpec((_conv(4, 6), _conv(6, 6, groups=3), _conv(6, 4)))), 2, "avg",
+            id="resnext-block",
+        ),
+        # a grouped conv reading cat([stream, branch]): bundles across two roots stay whole
+        pytest.param(
+            (_conv(1, 2), S.ConcatSpec((_conv(2, 2),)), _conv(4, 4, groups=2)), 2, "avg",
+            id="grouped-conv-after-concat",
         ),
     ],
 )
 def test_minimal_regression_examples(blocks, size, pooling):
     assert_groups_and_single_removals_exact(_minimal_case(size, *blocks, pooling=pooling))
+
+
+def test_a_grouped_conv_with_one_output_per_group_is_refused_with_the_fix():
+    # Torch-Pruning takes groups == out_channels for a depthwise conv and ties wrong channels
+    cnn = _minimal_case(1, _conv(1, 1), GROUPS_EQUAL_OUT, S.ConcatSpec((_conv(3, 3, groups=3),)))
+    with pytest.raises(TraceError, match=r"'features.1.body.1.conv' .*groups=2 with one output but 2 inputs"):
+        find_channel_groups(cnn.model, cnn.example_input)
