@@ -34,6 +34,13 @@ from torch_pruning.dependency import Node
 
 from ..errors import TraceError
 from ..models.cifar_resnet import PadShortcut
+from .channel_cuts import (
+    attach,
+    guard_reshape_mapping,
+    install_split_mappings,
+    kept_cuts,
+    record_channel_reshapes,
+)
 from .concat_mapping import complete_concat_mappings
 from .shortcut_pruner import PadShortcutPruner, install_shortcut_mappings
 
@@ -197,7 +204,7 @@ def _output_leaves(out: Any) -> Iterable[Any]:
         yield out
 
 
-def _recording_forward(recording: _Recording, watched: list[nn.Module]):
+def _recording_forward(recording: _Recording, watched: list[nn.Module], reshapes: record_channel_reshapes):
     """A forward_fn for Torch-Pruning that records, checks, and never raises."""
     started: dict[nn.Module, list[int]] = {}
 
@@ -213,7 +220,8 @@ def _recording_forward(recording: _Recording, watched: list[nn.Module]):
         hooks = [m.register_forward_pre_hook(start_call) for m in watched]
         hooks += [m.register_forward_hook(count_call) for m in watched]
         try:
-            out = model(x)
+            with reshapes:
+                out = model(x)
         except Exception as exc:  # reported after Torch-Pruning removed its hooks
             recording.problem = (
                 f"the forward pass of {type(model).__name__} on an input of shape "
@@ -456,11 +464,15 @@ def trace_model(
     modes = _module_modes(model)
     try:
         x = _input_leaf(example_input)
+        reshapes = record_channel_reshapes()
+        graph = tp.DependencyGraph()
+        attach(graph, reshapes)
+        guard_reshape_mapping()
         with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(
+            graph.build_dependency(
                 model,
                 x,
-                forward_fn=_recording_forward(recording, watched),
+                forward_fn=_recording_forward(recording, watched, reshapes),
                 unwrapped_parameters=[(x, 1)] if isinstance(x, nn.Parameter) else None,
                 customized_pruners={PadShortcut: PadShortcutPruner()},
                 verbose=False,
@@ -489,8 +501,14 @@ def trace_model(
             ignore |= training_only
         _check_coverage(model, graph, recording, ignore, channel_counts)
     kept_nodes = _kept_nodes(model, graph, recording, ignore, channel_counts)
+    cuts = kept_cuts(graph)
+    if cuts:
+        kinds = sorted(set(cuts.values()))
+        notes.append(f"channels through {len(cuts)} operation(s) where {'; '.join(kinds)} are kept")
+    kept_nodes = {**cuts, **kept_nodes}
     _undo_vit_workaround(graph, x)
     install_shortcut_mappings(graph)
+    install_split_mappings(graph)
     opaque_nodes = complete_concat_mappings(graph)
     output_nodes = {
         node for node in graph.module2node.values() if node.grad_fn in recording.output_grad_fns

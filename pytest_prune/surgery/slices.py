@@ -17,10 +17,10 @@ from torch_pruning.dependency import Group, Node
 
 from ..groups import is_batchnorm
 from ..models.cifar_resnet import PadShortcut
+from .channel_cuts import split_partners
 from .graph import Role, TracedModel
 
 SliceKey = tuple[Node, Role]
-_CHANNEL_CUTTING_OPS = (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE)
 
 
 @dataclass
@@ -69,8 +69,11 @@ def _grouped(module: object) -> bool:
 
 def grouped_partners(node: Node, role: Role, index: int) -> list[int]:
     """The channels a grouped convolution ties to its channel ``index``: the same within-group
-    offset in every other group (its inputs as a consumer, its outputs as a producer)."""
+    offset in every other group (its inputs as a consumer, its outputs as a producer); likewise
+    the same offset in every part of a split into equal parts."""
     module = node.module
+    if node.type == tp.ops.OPTYPE.SPLIT:
+        return split_partners(node, index)
     if not _grouped(module):
         return []
     width = module.in_channels if role == "consumer" else module.out_channels
@@ -92,9 +95,6 @@ def unsupported_reason(node: Node, traced: TracedModel) -> str | None:
         return "a bare nn.Parameter used in forward has no known channel axis"
     if not isinstance(module, nn.Module):
         return None
-    if node.type in _CHANNEL_CUTTING_OPS and getattr(node.grad_fn, "_saved_dim", None) == 1:
-        # The sizes are literals in forward: a pruned model would split at the old offsets.
-        return "it cuts along the channel dimension (split, chunk, slice) at sizes fixed in forward"
     if module not in traced.names:  # Torch-Pruning's stand-ins for functions (add, cat, view, ...)
         if isinstance(node.grad_fn, torch.autograd.function.BackwardCFunction):
             return "a custom autograd Function maps channels in a way the tracer cannot see"
