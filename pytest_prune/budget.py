@@ -84,7 +84,10 @@ class PlanCost:
                 continue
             # channels counted along the layer's input, not its weight: a grouped conv's weight
             # holds one group's inputs
-            size = weight.shape[0] if role == "producer" else getattr(module, "in_channels", weight.shape[1])
+            if role == "producer":
+                size = getattr(module, "out_channels", weight.shape[0])
+            else:
+                size = getattr(module, "in_channels", weight.shape[1])
             if role == "producer" and isinstance(module, nn.modules.batchnorm._BatchNorm):
                 size = module.num_features
             out[(name, role)] = count / size

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .groups import ChannelGroup
+from .groups import ChannelGroup, weight_axis
 from .masking import mask_channels
 from .modes import eval_mode
 from .plan import PrunePlan
@@ -70,15 +70,29 @@ def max_abs_difference(
 
 def _removed_positions(
     groups: Sequence[ChannelGroup], plan: PrunePlan
-) -> dict[tuple[str, int], set[int]]:
-    """(module, weight dim) → positions along that dim that the plan removes."""
+) -> dict[tuple[str, str], set[int]]:
+    """(module, role) → the channel positions the plan removes there."""
     by_name = {g.name: g for g in groups}
-    removed: dict[tuple[str, int], set[int]] = {}
+    removed: dict[tuple[str, str], set[int]] = {}
     for name, positions in plan.remove.items():
         for member in by_name[name].members:
-            gone = removed.setdefault((member.module, member.weight_dim()), set())
+            gone = removed.setdefault((member.module, member.role), set())
             gone.update(i for p in positions for i in member.indices[p])
     return removed
+
+
+def _lost_along(module: nn.Module, tensor_name: str, tensor: torch.Tensor, dim: int,
+                produced: int, consumed: int) -> int:
+    """How many entries of ``tensor`` along ``dim`` go when ``produced`` output and ``consumed``
+    input channels of ``module`` go."""
+    if tensor_name != "weight" or tensor.dim() < 2:
+        return produced if dim == 0 else 0  # bias, BatchNorm scale, shift and statistics
+    # a grouped conv's weight holds one group's inputs (or outputs, transposed): it loses one
+    # entry per G channels
+    per_entry = getattr(module, "groups", 1)
+    if dim == weight_axis(module, "producer"):
+        return produced // per_entry if getattr(module, "transposed", False) else produced
+    return consumed if getattr(module, "transposed", False) else consumed // per_entry
 
 
 def expected_shapes(
@@ -88,7 +102,8 @@ def expected_shapes(
 
     Producers lose positions along dim 0 of every tensor they hold (weight, bias, BatchNorm
     statistics); consumers lose positions along dim 1 of their weight (one per G removed inputs
-    for a grouped conv, which removes inputs in equal numbers from each of its G groups).
+    for a grouped conv, which removes inputs in equal numbers from each of its G groups). A
+    transposed conv holds its weight the other way round, (in, out / groups, k, k).
     """
     removed = _removed_positions(groups, plan)
     shapes: dict[str, tuple[int, ...]] = {}
@@ -96,13 +111,12 @@ def expected_shapes(
         tensors = list(module.named_parameters(recurse=False)) + list(
             module.named_buffers(recurse=False)
         )
-        # a grouped conv's weight holds one group's inputs: it loses one column per G inputs
-        per_column = getattr(module, "groups", 1)
+        produced = len(removed.get((module_name, "producer"), ()))
+        consumed = len(removed.get((module_name, "consumer"), ()))
         for tensor_name, tensor in tensors:
             shape = list(tensor.shape)
             for dim in range(min(2, tensor.dim())):
-                gone = len(removed.get((module_name, dim), ()))
-                shape[dim] -= gone // per_column if dim == 1 and tensor_name == "weight" else gone
+                shape[dim] -= _lost_along(module, tensor_name, tensor, dim, produced, consumed)
             full = f"{module_name}.{tensor_name}" if module_name else tensor_name
             shapes[full] = tuple(shape)
     return shapes

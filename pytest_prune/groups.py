@@ -39,7 +39,8 @@ class GroupMember:
     indices: tuple[tuple[int, ...], ...]
 
     def weight_dim(self) -> int:
-        """The weight dimension that holds the channel: 0 for producers, 1 for consumers."""
+        """The weight dimension that holds the channel: 0 for producers, 1 for consumers (swapped
+        for transposed convs: see :func:`weight_axis`, which knows the module)."""
         return 0 if self.role == "producer" else 1
 
 
@@ -83,7 +84,7 @@ def member_weight_slices(
         if member.role == "consumer" and getattr(module, "groups", 1) > 1:
             out.append((_grouped_input_slice(module, weight.detach(), idx),))
             continue
-        parts = [weight.detach().index_select(member.weight_dim(), index)]
+        parts = [weight.detach().index_select(weight_axis(module, member.role), index)]
         bias = getattr(module, "bias", None)
         if member.role == "producer" and bias is not None:
             parts.append(bias.detach().index_select(0, index))
@@ -97,6 +98,13 @@ def _grouped_input_slice(conv: nn.Module, weight: torch.Tensor, inputs: tuple[in
     per_in, per_out = conv.in_channels // conv.groups, conv.out_channels // conv.groups
     parts = [weight[(c // per_in) * per_out:(c // per_in + 1) * per_out, c % per_in] for c in inputs]
     return torch.cat(parts).unsqueeze(1)
+
+
+def weight_axis(module: nn.Module, role: Role) -> int:
+    """The dimension of ``module.weight`` that holds a channel in ``role``: 0 for producers and 1
+    for consumers, swapped for a transposed conv, whose weight is (in, out / groups, k, k)."""
+    axis = 0 if role == "producer" else 1
+    return 1 - axis if getattr(module, "transposed", False) else axis
 
 
 def is_batchnorm(module: nn.Module) -> bool:

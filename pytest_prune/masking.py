@@ -19,14 +19,14 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .groups import ChannelGroup
+from .groups import ChannelGroup, weight_axis
 from .plan import PrunePlan
 
 
 def _producer_slices(
     model: nn.Module, groups: Sequence[ChannelGroup], plan: PrunePlan
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(parameter, output indices) pairs to zero for ``plan``."""
+) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+    """(parameter, dimension, output indices) to zero for ``plan``."""
     by_name = {g.name: g for g in groups}
     out = []
     for name, positions in plan.remove.items():
@@ -40,7 +40,8 @@ def _producer_slices(
             for pname in ("weight", "bias"):
                 param = getattr(module, pname, None)
                 if isinstance(param, torch.Tensor):
-                    out.append((param, index.to(param.device)))
+                    dim = weight_axis(module, "producer") if pname == "weight" else 0
+                    out.append((param, dim, index.to(param.device)))
     return out
 
 
@@ -50,8 +51,8 @@ def mask_channels(
     """A deep copy of ``model`` with the channels of ``plan`` zeroed where they are produced."""
     masked = copy.deepcopy(model)
     with torch.no_grad():
-        for param, index in _producer_slices(masked, groups, plan):
-            param.index_fill_(0, index, 0.0)
+        for param, dim, index in _producer_slices(masked, groups, plan):
+            param.index_fill_(dim, index, 0.0)
     return masked
 
 
@@ -64,13 +65,13 @@ def channels_masked(
     Cheaper than :func:`mask_channels` for criteria that try many removals (CAR, Taylor).
     """
     slices = _producer_slices(model, groups, plan)
-    saved = [param.detach().index_select(0, index).clone() for param, index in slices]
+    saved = [param.detach().index_select(dim, index).clone() for param, dim, index in slices]
     try:
         with torch.no_grad():
-            for param, index in slices:
-                param.index_fill_(0, index, 0.0)
+            for param, dim, index in slices:
+                param.index_fill_(dim, index, 0.0)
         yield model
     finally:
         with torch.no_grad():
-            for (param, index), old in zip(slices, saved):
-                param.index_copy_(0, index, old)
+            for (param, dim, index), old in zip(slices, saved):
+                param.index_copy_(dim, index, old)

@@ -48,11 +48,13 @@ def _contributions(module: nn.Module, x: torch.Tensor, member: GroupMember, scal
 
 def _scored_consumers(model: nn.Module, group: ChannelGroup) -> list[tuple[GroupMember, nn.Module]]:
     """The conv/linear consumers whose input slices a channel owns alone (grouped convs mix a
-    channel with its group's others only, and are left out)."""
+    channel with its group's others only, and are left out; so are transposed convs, whose
+    contributions this criterion does not compute)."""
     out = []
     for member in group.consumers():
         module = model.get_submodule(member.module)
-        if is_conv_or_linear(module) and getattr(module, "groups", 1) == 1:
+        plain = getattr(module, "groups", 1) == 1 and not getattr(module, "transposed", False)
+        if is_conv_or_linear(module) and plain:
             out.append((member, module))
     return out
 

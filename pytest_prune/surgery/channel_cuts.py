@@ -11,6 +11,10 @@
   Torch-Pruning's own index mapping for such reshapes divides by a channel count it infers as
   zero; :func:`record_channel_reshapes` finds them during the trace and the guard installed by
   :func:`guard_reshape_mapping` leaves them unmapped.
+* A reshape of N×F features into N×C×H×W (a decoder's ``view`` after a linear layer) is an
+  unflatten: :func:`install_unflatten_mappings` ties each channel to its H·W features, which
+  Torch-Pruning (following reshapes of 1-D and 4-D inputs only) does not, so that the channels
+  through it are found; they are kept, since ``view(-1, 8, 2, 2)`` names the count.
 
 Torch-Pruning maps a split's parts to its consumers by the order it lists them in, which need not
 be the order of the parts (and its list may hold more entries than parts, which crashes). So
@@ -50,12 +54,23 @@ def _changes_channels(before: torch.Size, after: torch.Size) -> bool:
     return not (flatten or unflatten)
 
 
+def _unflatten_stride(before: torch.Size, after: torch.Size) -> int | None:
+    """Features per channel when a reshape turns N×F features into N×C×H×W (a decoder's
+    ``view`` after a linear layer): F = C·H·W."""
+    if len(before) == 2 and len(after) > 2 and before[1] == math.prod(after[1:]) and after[1] != before[1]:
+        return before[1] // after[1]
+    return None
+
+
 class record_channel_reshapes(TorchFunctionMode):
-    """While active, collects the autograd nodes of reshapes that regroup the channel dim."""
+    """While active, collects the autograd nodes of reshapes that regroup the channel dim, and
+    of reshapes that unflatten features into channels (Torch-Pruning maps neither: it follows
+    reshapes of 1-D and 4-D inputs only)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.grad_fns: set[Any] = set()
+        self.unflattens: dict[Any, int] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -65,15 +80,18 @@ class record_channel_reshapes(TorchFunctionMode):
             grad_fn is not None
             and isinstance(source, torch.Tensor)
             and grad_fn.name() in _RESHAPES
-            and _changes_channels(source.shape, out.shape)
         ):
-            self.grad_fns.add(grad_fn)
+            stride = _unflatten_stride(source.shape, out.shape)
+            if stride is not None:
+                self.unflattens[grad_fn] = stride
+            elif _changes_channels(source.shape, out.shape):
+                self.grad_fns.add(grad_fn)
         return out
 
 
 def attach(graph: tp.DependencyGraph, reshapes: record_channel_reshapes) -> None:
     """Let the guard know which reshapes of ``graph`` to leave alone (before it is built)."""
-    setattr(graph, _GRAPH_ATTRIBUTE, reshapes.grad_fns)
+    setattr(graph, _GRAPH_ATTRIBUTE, reshapes)
 
 
 def guard_reshape_mapping() -> None:
@@ -84,7 +102,8 @@ def guard_reshape_mapping() -> None:
         return
 
     def guarded(graph, node):
-        if node.grad_fn in getattr(graph, _GRAPH_ATTRIBUTE, ()):
+        recorded = getattr(graph, _GRAPH_ATTRIBUTE, None)
+        if recorded is not None and (node.grad_fn in recorded.grad_fns or node.grad_fn in recorded.unflattens):
             return None
         return original(graph, node)
 
@@ -116,11 +135,15 @@ def split_partners(node: Node, index: int) -> list[int]:
 def kept_cuts(graph: tp.DependencyGraph) -> dict[Node, str]:
     """The nodes that cut or regroup channels in a way no channel can be followed through → why
     the channels through them are kept."""
-    reshapes = getattr(graph, _GRAPH_ATTRIBUTE, set())
+    recorded = getattr(graph, _GRAPH_ATTRIBUTE, None)
+    reshapes = recorded.grad_fns if recorded is not None else set()
     kept: dict[Node, str] = {}
     for node in graph.module2node.values():
         if node.grad_fn in reshapes:
             kept[node] = "a reshape regroups the channel dimension (a channel shuffle)"
+        elif recorded is not None and node.grad_fn in recorded.unflattens:
+            # view(-1, 8, 2, 2) names the channel count: a pruned model could not reshape
+            kept[node] = "a reshape turns features into channels at a count fixed in forward"
         elif node.type in _CUTS and getattr(node.grad_fn, "_saved_dim", None) == 1:
             sizes = _split_sizes(node)
             if sizes is None or len(set(sizes)) != 1:
@@ -191,3 +214,39 @@ def install_split_mappings(graph: tp.DependencyGraph) -> None:
             for dep in out.dependencies:
                 if dep.target is node:
                     dep.index_mapping[0] = _PartOffset(node.module, parts, into_part=False)
+
+
+class _Unflatten:
+    """Index mapping across an unflatten: feature f is channel f // stride; channel c is
+    features c·stride … c·stride + stride - 1."""
+
+    def __init__(self, stride: int, into_channels: bool):
+        self.stride = stride
+        self.into_channels = into_channels
+
+    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+        if self.into_channels:
+            return list({_HybridIndex(idx=i.idx // self.stride, root_idx=i.root_idx) for i in idxs})
+        return [
+            _HybridIndex(idx=i.idx * self.stride + k, root_idx=i.root_idx)
+            for i in idxs
+            for k in range(self.stride)
+        ]
+
+
+def install_unflatten_mappings(graph: tp.DependencyGraph) -> None:
+    """Map channels across the unflattening reshapes recorded during the trace."""
+    recorded = getattr(graph, _GRAPH_ATTRIBUTE, None)
+    if recorded is None:
+        return
+    for node in graph.module2node.values():
+        stride = recorded.unflattens.get(node.grad_fn)
+        if stride is None:
+            continue
+        for out in node.outputs:
+            for dep in node.dependencies:
+                if dep.target is out:
+                    dep.index_mapping[0] = _Unflatten(stride, into_channels=True)
+            for dep in out.dependencies:
+                if dep.target is node:
+                    dep.index_mapping[0] = _Unflatten(stride, into_channels=False)

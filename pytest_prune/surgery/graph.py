@@ -38,6 +38,7 @@ from .channel_cuts import (
     attach,
     guard_reshape_mapping,
     install_split_mappings,
+    install_unflatten_mappings,
     kept_cuts,
     record_channel_reshapes,
 )
@@ -509,6 +510,7 @@ def trace_model(
     _undo_vit_workaround(graph, x)
     install_shortcut_mappings(graph)
     install_split_mappings(graph)
+    install_unflatten_mappings(graph)
     opaque_nodes = complete_concat_mappings(graph)
     output_nodes = {
         node for node in graph.module2node.values() if node.grad_fn in recording.output_grad_fns

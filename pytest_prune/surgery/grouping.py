@@ -37,8 +37,10 @@ Bundle = tuple[int, ...]  # the root channels one group position removes togethe
 
 
 def _bundles(traced: TracedModel, reach: dict[int, RootChannelReach]) -> tuple[list[Bundle], str | None]:
-    """Root channels joined into the bundles that grouped convolutions tie (one channel alone
-    where none does), lowest channel first; and why some channels must be kept, if so.
+    """Root channels joined into the bundles that grouped convolutions and equal splits tie, or
+    that meet in one position further on (the features an unflatten makes one channel); one
+    channel alone where nothing ties it; lowest channel first. And why some channels must be
+    kept, if so.
 
     A grouped conv can tie a channel to one outside this group (its input reads a concatenation
     of another layer's channels, or the model input): removing the bundle would need two groups
@@ -55,8 +57,11 @@ def _bundles(traced: TracedModel, reach: dict[int, RootChannelReach]) -> tuple[l
     owners: dict = {}  # (node, role) → position along it → root channel
     for channel, r in reach.items():
         for key, idxs in r.slices.items():
+            owner = owners.setdefault(key, {})
             for i in idxs:
-                owners.setdefault(key, {})[i] = channel
+                if i in owner:  # two root channels meet in one (an unflatten: features → channel)
+                    parent[find(owner[i])] = find(channel)
+                owner[i] = channel
     outside: dict[int, str] = {}
     for (node, role), owner in owners.items():
         for i, channel in owner.items():

@@ -62,6 +62,7 @@ def _grouped(module: object) -> bool:
     removes an input with its output) takes over when ``groups == out_channels``."""
     return (
         isinstance(module, nn.modules.conv._ConvNd)
+        and not module.transposed
         and module.groups > 1
         and module.groups != module.out_channels
     )
@@ -102,8 +103,9 @@ def unsupported_reason(node: Node, traced: TracedModel) -> str | None:
     if isinstance(module, PadShortcut):
         return None
     if isinstance(module, nn.modules.conv._ConvNd):
-        if module.transposed:
-            return "transposed convolutions keep their output channels in weight dim 1"
+        if module.transposed and module.groups > 1:
+            return (f"a grouped transposed convolution (groups={module.groups}) is cut by "
+                    "Torch-Pruning as if its weight were not transposed")
         return None
     if isinstance(module, nn.Linear):
         return None
