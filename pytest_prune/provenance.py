@@ -34,13 +34,15 @@ from .plan import PrunePlan
 
 DIGEST_LENGTH = 16  # hex digits kept: 64 bits, ample to tell versions of one model apart
 POSITIONS_KEPT = 2048  # a plan records its removed positions while it removes at most this many
+DIGEST_BATCH_SIZE = 512  # a split's digest covers each batch's shape: stored digests used this size
 
 
 def _add_tensor(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
     tensor = tensor.detach().cpu()
     hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     flat = tensor.contiguous().reshape(-1)  # a 0-d tensor cannot be viewed as bytes
-    hasher.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    # the array itself, not a bytes copy of it: a batch of large images is hundreds of MB
+    hasher.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
 
 
 def state_dict_digest(model: nn.Module) -> str:
@@ -52,8 +54,9 @@ def state_dict_digest(model: nn.Module) -> str:
     return hasher.hexdigest()[:DIGEST_LENGTH]
 
 
-def dataset_digest(data: Dataset | Iterable, batch_size: int = 512) -> str:
-    """Digest of a split's images and labels, in order (a dataset or an iterable of batches)."""
+def dataset_digest(data: Dataset | Iterable, batch_size: int = DIGEST_BATCH_SIZE) -> str:
+    """Digest of a split's images and labels, in order (a dataset or an iterable of batches, which
+    must then be of ``DIGEST_BATCH_SIZE`` to match the digests of the same data as a dataset)."""
     batches = DataLoader(data, batch_size=batch_size) if isinstance(data, Dataset) else data
     hasher = hashlib.sha256()
     for images, labels in batches:

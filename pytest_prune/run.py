@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,18 +21,19 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
 from .candidates import load_candidate, match_filters
 from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
+from .data.samples import first_samples
 from .equivalence import max_abs_difference
 from .errors import DataError, PruneError, SpecError
 from .groups import ChannelGroup
 from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour, latency_look
-from .measure import ModelCount, count_model, evaluate, serialised_bytes
+from .measure import ModelCount, count_model, evaluate, evaluate_together, serialised_bytes
+from .measure.accuracy import EVALUATION_BATCH_SIZE
 from .measure.attribution import attribution_maps, predicted_classes
 from .measure.colour import COLOUR_SELECTIVE_THRESHOLD
 from .methods import (
@@ -43,7 +44,7 @@ from .methods import (
     tucker,
 )
 from .models import ModelInfo, load_model
-from .provenance import dataset_digest, layer_counts, plan_record, state_dict_digest
+from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery
 from .results import MethodResult, OneShot
@@ -191,10 +192,11 @@ class PruneRun:
                 f"model {self.settings.model!r} has no default data; pass --prune-data "
                 "(e.g. package.module:callable returning (x, y) tensors)"
             )
-        bundle = load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape)
+        bundle = load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape,
+                           num_classes=self.info.num_classes)
         limit = self.settings.eval_limit
-        if limit is not None and limit < len(bundle.evaluation):
-            bundle = dataclasses.replace(bundle, evaluation=Subset(bundle.evaluation, range(limit)))
+        if limit is not None:  # a streamed split is cut as it streams, not read to learn its length
+            bundle = dataclasses.replace(bundle, evaluation=first_samples(bundle.evaluation, limit))
         return bundle
 
     def check_inputs(self) -> None:
@@ -248,7 +250,20 @@ class PruneRun:
 
     @cached_property
     def dense_top1(self) -> float:
-        return evaluate(self.info.model, self.data.evaluation, self.settings.device).top1
+        """Measured once per run: alone when asked first, else with the first compressed model."""
+        return evaluate(self.info.model, self._evaluation_batches(), self.settings.device).top1
+
+    def _top1(self, model: nn.Module) -> float:
+        """``model``'s top-1. Until the dense model is measured, it is measured in the same pass
+        over the evaluation data: a streamed split is read once for both."""
+        if "dense_top1" in self.__dict__:
+            return evaluate(model, self._evaluation_batches(), self.settings.device).top1
+        both = evaluate_together((self.info.model, model), self._evaluation_batches(), self.settings.device)
+        self.__dict__["dense_top1"] = both[0].top1  # what the cached property would have computed
+        return both[1].top1
+
+    def _evaluation_batches(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return self.data.loader("evaluation", batch_size=EVALUATION_BATCH_SIZE)
 
     @cached_property
     def dense_count(self) -> ModelCount:
@@ -282,8 +297,8 @@ class PruneRun:
     def data_provenance(self) -> dict[str, Any]:
         """Digests of the evaluation and calibration splits (images and labels)."""
         return {
-            "evaluation": dataset_digest(self.data.evaluation),
-            "calibration": dataset_digest(self.data.calibration),
+            "evaluation": dataset_digest(self.data.loader("evaluation", DIGEST_BATCH_SIZE)),
+            "calibration": dataset_digest(self.data.loader("calibration", DIGEST_BATCH_SIZE)),
         }
 
     def provenance(self, plan: PrunePlan | None, count: ModelCount, compressed: nn.Module) -> dict[str, Any]:
@@ -378,7 +393,7 @@ class PruneRun:
             plan=plan,
             ratio=ratio,
             model=pruned,
-            top1=evaluate(pruned, self.data.evaluation, self.settings.device).top1,
+            top1=self._top1(pruned),
             count=count_model(pruned, self.example_input),
             score_seconds=score_seconds,
             prune_seconds=time.perf_counter() - start,
@@ -400,12 +415,12 @@ class PruneRun:
             except PruneError as exc:
                 loaded.notes.append(f"filters not matched to the dense model: {exc}")
         plan = match.plan if match is not None else loaded.plan
-        model, s = loaded.model, self.settings
+        model = loaded.model
         count = count_model(model, self.example_input)
+        top1 = self._top1(model)
         result = MethodResult(
             model=self.name, criterion="candidate", ratio=None, recovery="none",
-            method=candidate_id(path), top1_dense=self.dense_top1,
-            top1_pruned=evaluate(model, self.data.evaluation, s.device).top1,
+            method=candidate_id(path), top1_dense=self.dense_top1, top1_pruned=top1,
             top1_one_shot=float("nan"), recovery_seconds=0.0,
             macs_dense=self.dense_count.macs, macs_pruned=count.macs,
             params_dense=self.dense_count.params, params_pruned=count.params,
@@ -468,7 +483,7 @@ class PruneRun:
             seconds = time.perf_counter() - start
             return OneShot(
                 plan=None, ratio=target, model=decomposed.model,
-                top1=evaluate(decomposed.model, self.data.evaluation, self.settings.device).top1,
+                top1=self._top1(decomposed.model),
                 count=count_model(decomposed.model, self.example_input),
                 score_seconds=seconds, prune_seconds=0.0, equivalence_max_abs=None,
                 notes=decomposed.notes,
@@ -483,7 +498,7 @@ class PruneRun:
             decomposed = tucker(shot.model, self.example_input, method, None)
             shot.model = decomposed.model
             shot.notes = decomposed.notes
-            shot.top1 = evaluate(decomposed.model, self.data.evaluation, self.settings.device).top1
+            shot.top1 = self._top1(decomposed.model)
             shot.count = count_model(decomposed.model, self.example_input)
         return shot
 
@@ -497,7 +512,7 @@ class PruneRun:
                 progress=self.progress, groups=self.groups, plan=shot.plan,
             )
             model, recovery_seconds = recovered.model, recovered.seconds
-            top1 = evaluate(model, self.data.evaluation, s.device).top1
+            top1 = self._top1(model)
         groups = self.groups
         return MethodResult(
             model=self.name,

@@ -9,8 +9,9 @@ Spec forms (``--prune-data``):
 * ``cifar10-jpeg`` / ``cifar10-jpeg:DIR`` — the same, but evaluation on the 10,000 JPEG test images;
 * ``synthetic:CxHxW:K`` — seeded noise with random labels: exercises the pipeline, accuracy is
   meaningless;
-* ``package.module:callable`` — a user function returning a ``DataBundle``, a ``DataLoader``, an
-  ``(x, y)`` pair, or a dict of those with ``train`` and ``eval`` entries.
+* ``package.module:callable`` — a user function returning a ``DataBundle``, a ``DataLoader``
+  (streamed, never read into memory), an ``(x, y)`` pair, or a dict of those with ``train`` and
+  ``eval`` entries.
 
 Splits and calibration subsets of real data never depend on the run's seed: baselines depend on them.
 """

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .loader_split import LoaderSplit, RebatchedStream
+
 
 @dataclass
 class DataBundle:
@@ -16,6 +18,9 @@ class DataBundle:
     * ``calibration``: a small, fixed subset of training data for data-driven criteria, BatchNorm
       recalibration and least-squares reconstruction;
     * ``evaluation``: held-out data on which top-1 accuracy is measured.
+
+    A split is a map-style ``Dataset``, or a :class:`~pytest_prune.data.loader_split.LoaderSplit`
+    streaming a user's DataLoader; :meth:`loader` batches either.
     """
 
     name: str
@@ -47,8 +52,15 @@ class DataBundle:
         """The first ``count`` evaluation images as one tensor."""
         return next(iter(self.loader("evaluation", batch_size=count)))[0]
 
-    def loader(self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    def loader(
+        self, split: str, batch_size: int = 256, shuffle: bool = False, seed: int = 0
+    ) -> DataLoader | RebatchedStream:
+        """(images, labels) batches of ``split``, in order or shuffled from ``seed``, read anew on
+        every pass; ``len`` counts them. A streamed split keeps its loader's order (a new, seeded one
+        each pass if that loader shuffles: see :mod:`~pytest_prune.data.loader_split`)."""
         dataset = {"train": self.train, "calibration": self.calibration, "evaluation": self.evaluation}[split]
+        if isinstance(dataset, LoaderSplit):
+            return (dataset.shuffled(seed) if shuffle else dataset).batches(batch_size)
         generator = torch.Generator().manual_seed(seed) if shuffle else None
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 

@@ -1,4 +1,5 @@
-"""Building blocks every data source shares: in-memory samples and the fixed calibration subset."""
+"""Building blocks every data source shares: in-memory samples, the fixed calibration subset, and
+the first samples of a split (in memory or streamed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..errors import DataError
+from .loader_split import LoaderSplit
 
 # The calibration subset must not move when --prune-seed changes: data-driven criteria, BN
 # recalibration and stored baselines all depend on which samples it holds.
@@ -57,3 +59,11 @@ def calibration_subset(train: Dataset, requested: int | None, default: int, sour
         size = requested
     order = fixed_permutation(available, CALIBRATION_PERMUTATION_SEED)[:size]
     return Subset(train, order.tolist())
+
+
+def first_samples(dataset: Dataset, count: int) -> Dataset:
+    """The first ``count`` samples of a split (all of it, if it holds fewer), read lazily: a
+    streamed split is cut as it streams, never read to learn its length."""
+    if isinstance(dataset, LoaderSplit):
+        return dataset.first(count)
+    return dataset if count >= len(dataset) else Subset(dataset, range(count))

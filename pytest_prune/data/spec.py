@@ -32,15 +32,18 @@ def load_data(
     seed: int = 0,
     calibration_size: int | None = None,
     input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
 ) -> DataBundle:
     """Resolve ``spec`` to a bundle of train, calibration and evaluation data.
 
     ``seed`` picks the draw of ``synthetic`` data only: real splits and calibration subsets are
     fixed, because stored baselines were measured on them. ``calibration_size`` overrides the
     source's default calibration size (256 digits, 2,048 CIFAR-10, 64 synthetic, 256 user).
-    ``input_shape``, the model's (C, H, W), is checked against the data's samples.
+    ``input_shape``, the model's (C, H, W), is checked against the data's samples; ``num_classes``,
+    the model's class count where it gives one, is what a user's streamed loaders are checked
+    against (without it, they are read once to count their classes).
     """
-    bundle = _resolve(spec.strip(), seed, calibration_size)
+    bundle = _resolve(spec.strip(), seed, calibration_size, num_classes)
     if input_shape is not None and tuple(input_shape) != tuple(bundle.input_shape):
         raise DataError(
             f"--prune-data {spec!r} gives samples of shape {_shape(bundle.input_shape)} (C×H×W) but the "
@@ -50,7 +53,7 @@ def load_data(
     return bundle
 
 
-def _resolve(spec: str, seed: int, calibration_size: int | None) -> DataBundle:
+def _resolve(spec: str, seed: int, calibration_size: int | None, num_classes: int | None) -> DataBundle:
     if spec == "digits":
         return load_digits_bundle(calibration_size)
     if spec == "colour-digits":
@@ -66,7 +69,7 @@ def _resolve(spec: str, seed: int, calibration_size: int | None) -> DataBundle:
     if source == "synthetic":
         return synthetic_bundle(argument, seed=seed, calibration_size=calibration_size)
     if _USER_CALLABLE.fullmatch(spec):
-        return load_user_data(spec, calibration_size=calibration_size)
+        return load_user_data(spec, calibration_size=calibration_size, num_classes=num_classes)
     raise SpecError(f"data spec {spec!r} is not one we know; use one of: {', '.join(DATA_FORMS)}")
 
 

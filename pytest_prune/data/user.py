@@ -7,25 +7,37 @@ The callable takes no arguments and returns one of
   train, calibration *and* evaluation data, so data-driven criteria and fine-tuning see the images
   accuracy is measured on; fine for a smoke test, return a dict to keep them apart;
 * a dict ``{"train": …, "eval": …}`` of loaders or pairs, optionally with ``"calibration": …``
-  (otherwise calibration is a fixed subset of train).
+  (otherwise calibration is the first samples of train: a fixed subset of a pair, the first
+  ``calibration_size`` samples of a loader).
 
 ``x`` is a float tensor N×C×H×W, already normalised the way the model expects; ``y`` holds N
-integer class indices. A loader is read once, into memory: for data too big for that, return a
-``DataBundle`` of map-style datasets, which are read lazily.
+integer class indices. A loader is streamed, never read into memory
+(:class:`~pytest_prune.data.loader_split.LoaderSplit`): every pass (evaluation, calibration,
+fine-tuning, the data digests) iterates it with its own transforms and workers, in its own order.
+Its first batch is checked when the data is loaded; later batches are checked as they stream, and a
+bad one fails with a DataError naming it. A pair is already in memory and is used as it is.
+
+The class count is 1 + the largest label. Of a stream, it is the model's ``num_classes`` when the
+model gives one (its labels are then checked against it as they stream); otherwise the data is read
+once, at load, keeping only the largest label — give the model a ``num_classes`` attribute to skip
+that pass over a large loader.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from ..imports import import_callable
 from ..errors import DataError
+from .batch_checks import checked_pair, describe
 from .bundle import DataBundle
-from .samples import TensorSamples, calibration_subset
+from .loader_split import LoaderSplit
+from .samples import TensorSamples, calibration_subset, first_samples
 
 DEFAULT_CALIBRATION_SIZE = 256
 _FORMS = (
@@ -33,19 +45,24 @@ _FORMS = (
     "or a dict {'train': ..., 'eval': ...} (optionally 'calibration': ...) of loaders or pairs"
 )
 _SPLIT_KEYS = ("train", "eval", "calibration")
+Split = TensorSamples | LoaderSplit  # a pair in memory, or a streamed loader
 
 
-def load_user_data(spec: str, *, calibration_size: int | None = None) -> DataBundle:
+def load_user_data(
+    spec: str, *, calibration_size: int | None = None, num_classes: int | None = None
+) -> DataBundle:
+    """The bundle of what ``spec``'s callable returns; ``num_classes``, the model's class count where
+    it gives one, spares a streamed loader the pass that would count its classes."""
     returned = _import_callable(spec)()
     if isinstance(returned, DataBundle):
         return _checked_bundle(returned, spec, calibration_size)
     if isinstance(returned, dict):
-        splits = _splits_of_dict(returned, spec)
+        splits = _splits_of_dict(returned, spec, num_classes)
     else:
-        single = _as_samples(returned, spec, "the value it returned")
+        single = _as_split(returned, spec, "the value it returned", num_classes)
         splits = {"train": single, "eval": single}
 
-    shapes = {key: tuple(samples.images.shape[1:]) for key, samples in splits.items()}
+    shapes = {key: _sample_shape(split) for key, split in splits.items()}
     if len(set(shapes.values())) > 1:
         found = ", ".join(f"{key} {'x'.join(map(str, shape))}" for key, shape in shapes.items())
         raise DataError(
@@ -53,7 +70,9 @@ def load_user_data(spec: str, *, calibration_size: int | None = None) -> DataBun
         )
     train = splits["train"]
     if "calibration" in splits:
-        calibration = _first(splits["calibration"], calibration_size, spec)
+        calibration = _first(splits["calibration"], calibration_size, spec, "calibration")
+    elif isinstance(train, LoaderSplit):  # a stream has no cheap random access: its first samples
+        calibration = _first(train, calibration_size, spec, "train", default=DEFAULT_CALIBRATION_SIZE)
     else:
         calibration = calibration_subset(train, calibration_size, DEFAULT_CALIBRATION_SIZE, spec)
     return DataBundle(
@@ -61,7 +80,7 @@ def load_user_data(spec: str, *, calibration_size: int | None = None) -> DataBun
         train=train,
         calibration=calibration,
         evaluation=splits["eval"],
-        num_classes=1 + max(int(samples.labels.max()) for samples in splits.values()),
+        num_classes=_class_count(splits.values(), num_classes),
         input_shape=shapes["eval"],
     )
 
@@ -70,7 +89,7 @@ def _import_callable(spec: str) -> Callable[[], Any]:
     return import_callable(spec, "--prune-data", _FORMS)
 
 
-def _splits_of_dict(returned: dict, spec: str) -> dict[str, TensorSamples]:
+def _splits_of_dict(returned: dict, spec: str, num_classes: int | None) -> dict[str, Split]:
     unknown = sorted(map(str, set(returned) - set(_SPLIT_KEYS)))
     missing = [key for key in ("train", "eval") if key not in returned]
     if unknown or missing:
@@ -78,56 +97,36 @@ def _splits_of_dict(returned: dict, spec: str) -> dict[str, TensorSamples]:
             f"--prune-data {spec!r} returned a dict with keys {sorted(map(str, returned))}; expected "
             f"'train' and 'eval' (and optionally 'calibration'), each a DataLoader or an (x, y) pair"
         )
-    return {key: _as_samples(value, spec, f"its {key!r} entry") for key, value in returned.items()}
+    return {key: _as_split(value, spec, f"its {key!r} entry", num_classes) for key, value in returned.items()}
 
 
-def _as_samples(value: Any, spec: str, part: str) -> TensorSamples:
-    """A loader or an (x, y) pair, checked and gathered into one in-memory set of samples."""
+def _as_split(value: Any, spec: str, part: str, num_classes: int | None) -> Split:
+    """A loader, streamed (its first batch checked now), or an (x, y) pair, checked, in memory."""
     where = f"--prune-data {spec!r}: {part}"
     if isinstance(value, DataLoader):
-        batches = [_checked_pair(batch, f"{where}, batch {number}") for number, batch in enumerate(value)]
-        if not batches:
-            raise DataError(f"{where} is a DataLoader that yields no batches; give it some data")
-        images, labels = zip(*batches)
-        shapes = {tuple(x.shape[1:]) for x in images}
-        if len(shapes) > 1:
-            raise DataError(f"{where} yields images of several shapes {sorted(shapes)}; make them agree")
-        return TensorSamples(torch.cat(images), torch.cat(labels))
+        return LoaderSplit(value, where, num_classes=num_classes)
     if isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[0], torch.Tensor):
-        return TensorSamples(*_checked_pair(value, where))
-    raise DataError(f"{where} is {_describe(value)}; expected {_FORMS}")
+        return TensorSamples(*checked_pair(value, where))
+    raise DataError(f"{where} is {describe(value)}; expected {_FORMS}")
 
 
-def _checked_pair(pair: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-        raise DataError(f"{where} is {_describe(pair)}; expected an (x, y) pair of tensors")
-    images, labels = pair
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise DataError(
-            f"{where}: x is {_describe(images)}; expected a float tensor N×C×H×W, normalised the way "
-            "the model expects (for uint8 images: x.float() / 255, then normalise)"
-        )
-    if images.dim() != 4 or len(images) == 0:
-        raise DataError(
-            f"{where}: x has shape {tuple(images.shape)}; expected N×C×H×W with N ≥ 1 (for grey "
-            "images without a channel axis use x.unsqueeze(1); for one image, x.unsqueeze(0))"
-        )
-    integer = isinstance(labels, torch.Tensor) and not (
-        labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool
-    )
-    if not integer:
-        raise DataError(
-            f"{where}: y is {_describe(labels)}; expected integer class indices (torch.long); "
-            "convert with y.long(), or y.argmax(1) for one-hot labels"
-        )
-    if labels.shape != (len(images),):
-        raise DataError(
-            f"{where}: y has shape {tuple(labels.shape)} for {len(images)} images; expected one class "
-            f"index per image, shape ({len(images)},)"
-        )
-    if int(labels.min()) < 0:
-        raise DataError(f"{where}: y holds negative labels (down to {int(labels.min())}); classes count from 0")
-    return images.float(), labels.long()
+def _sample_shape(split: Split) -> tuple[int, ...]:
+    return split.sample_shape if isinstance(split, LoaderSplit) else tuple(split.images.shape[1:])
+
+
+def _class_count(splits: Iterable[Split], model_classes: int | None) -> int:
+    """1 + the largest label: read from pairs; of a stream, the model's count when it gives one,
+    else one pass over the stream (each loader once, even when it serves several splits)."""
+    largest, read = [], set()
+    for split in splits:
+        if id(split) in read:
+            continue
+        read.add(id(split))
+        if isinstance(split, TensorSamples):
+            largest.append(int(split.labels.max()))
+        else:
+            largest.append(model_classes - 1 if model_classes is not None else split.max_label())
+    return 1 + max(largest)
 
 
 def _checked_bundle(bundle: DataBundle, spec: str, calibration_size: int | None) -> DataBundle:
@@ -140,12 +139,12 @@ def _checked_bundle(bundle: DataBundle, spec: str, calibration_size: int | None)
             raise DataError(f"{where} is empty; give it at least one sample")
         sample = dataset[0]
         if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
-            raise DataError(f"{where} yields {_describe(sample)}; expected (image, label) pairs")
+            raise DataError(f"{where} yields {describe(sample)}; expected (image, label) pairs")
         image, label = sample
         fits = isinstance(image, torch.Tensor) and image.is_floating_point() and tuple(image.shape) == expected
         if not fits:
             raise DataError(
-                f"{where} yields images that are {_describe(image)}; expected float tensors of the "
+                f"{where} yields images that are {describe(image)}; expected float tensors of the "
                 f"bundle's input_shape {expected} (C, H, W: one sample, no batch axis)"
             )
         if isinstance(label, torch.Tensor):
@@ -157,22 +156,21 @@ def _checked_bundle(bundle: DataBundle, spec: str, calibration_size: int | None)
             )
     if calibration_size is None:
         return bundle
-    return dataclasses.replace(bundle, calibration=_first(bundle.calibration, calibration_size, spec))
+    calibration = _first(bundle.calibration, calibration_size, spec, "calibration")
+    return dataclasses.replace(bundle, calibration=calibration)
 
 
-def _first(dataset: Dataset, count: int | None, spec: str) -> Dataset:
-    """The first ``count`` samples of a calibration set the user chose (all of it by default)."""
+def _first(
+    dataset: Dataset, count: int | None, spec: str, split: str, default: int | None = None
+) -> Dataset:
+    """The first ``count`` samples of ``split`` (``None``: ``default`` of them, capped at the split;
+    else all), ``count`` checked against the split's length where that is known."""
     if count is None:
-        return dataset
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(dataset):
-        raise DataError(
-            f"calibration_size={count!r} does not fit data {spec!r}: its calibration split has "
-            f"{len(dataset)} samples; ask for from 1 to {len(dataset)}"
-        )
-    return Subset(dataset, range(count))
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
-    return f"a {type(value).__name__}"
+        return dataset if default is None else first_samples(dataset, default)
+    length = dataset.known_length if isinstance(dataset, LoaderSplit) else len(dataset)
+    fits = not isinstance(count, bool) and isinstance(count, int) and count >= 1
+    if not fits or (length is not None and count > length):
+        available = f"has {length} samples; ask for from 1 to {length}" if length is not None else (
+            "is a stream of unknown length; ask for a whole number from 1")
+        raise DataError(f"calibration_size={count!r} does not fit data {spec!r}: its {split} split {available}")
+    return first_samples(dataset, count)

@@ -1,13 +1,17 @@
-"""Top-1 accuracy and mean loss of a classifier over a dataset or loader."""
+"""Top-1 accuracy and mean loss of classifiers over a dataset or loader: several models in one pass,
+so that data streamed from a user's loader is read once for all of them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+
+EVALUATION_BATCH_SIZE = 256  # batch composition can move a logit's last bit: one size everywhere
 
 
 @dataclass(frozen=True)
@@ -24,26 +28,39 @@ def batches_of(data: Dataset | Iterable, batch_size: int) -> Iterable:
     return data
 
 
-@torch.no_grad()
 def evaluate(
     model: nn.Module,
     data: Dataset | Iterable,
     device: torch.device | str = "cpu",
-    batch_size: int = 256,
+    batch_size: int = EVALUATION_BATCH_SIZE,
 ) -> Accuracy:
     """Accuracy in eval mode; the model's mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
-    correct, total, loss_sum = 0, 0, 0.0
+    return evaluate_together([model], data, device, batch_size)[0]
+
+
+@torch.no_grad()
+def evaluate_together(
+    models: Sequence[nn.Module],
+    data: Dataset | Iterable,
+    device: torch.device | str = "cpu",
+    batch_size: int = EVALUATION_BATCH_SIZE,
+) -> list[Accuracy]:
+    """Each model's accuracy, in eval mode, from one pass over ``data``; modes are restored afterwards."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    correct, loss_sums, total = [0] * len(models), [0.0] * len(models), 0
     try:
         for x, y in batches_of(data, batch_size):
             x, y = x.to(device), y.to(device)
-            logits = model(x)
-            correct += int((logits.argmax(1) == y).sum())
-            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            for index, model in enumerate(models):
+                logits = model(x)
+                correct[index] += int((logits.argmax(1) == y).sum())
+                loss_sums[index] += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             total += len(y)
     finally:
-        model.train(was_training)
+        for model, training in zip(models, modes):
+            model.train(training)
     if total == 0:
-        return Accuracy(0.0, 0.0, 0)
-    return Accuracy(correct / total, loss_sum / total, total)
+        return [Accuracy(0.0, 0.0, 0) for _ in models]
+    return [Accuracy(hits / total, loss / total, total) for hits, loss in zip(correct, loss_sums)]

@@ -34,6 +34,11 @@ Method = Literal["integrated_gradients", "saliency", "gradcam"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "saliency", "gradcam")
 DEFAULT_IG_STEPS = 32  # fixed, so that maps measured in different runs are comparable
 DEFAULT_TOP_K = 0.1
+IMAGES_PER_CALL = 16  # images attributed per captum call, at most
+# Integrated gradients runs the model on n_steps interpolated copies of every image of a call, and
+# keeps their gradients: 16 images × 32 steps at 3x224x224 is 300 MB of input alone. Large images
+# go in fewer per call, so that the copies stay within this; 32x32 images are not affected.
+IG_CALL_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ def attribution_maps(
     n_steps: int = DEFAULT_IG_STEPS,
     layer: str | None = None,
     normalise: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
 ) -> torch.Tensor:
     """One non-negative attribution map per image: ``Tensor[N, H, W]`` (detached, on ``images``' device).
 
@@ -132,7 +137,9 @@ def attribution_maps(
     ``n_steps``: integration steps of integrated gradients. ``layer``: Grad-CAM's module name
     (default: the last ``Conv2d``). ``normalise``: maps raw pixels to the model's input space, so
     that integrated gradients start from a truly black image (default: the zero tensor).
-    The model runs in eval mode; its mode is restored afterwards.
+    ``batch_size``: images per captum call (default: IMAGES_PER_CALL, fewer for integrated
+    gradients on large images, see IG_CALL_BYTES). The model runs in eval mode; its mode is
+    restored afterwards.
     """
     _check_method(method)
     if images.dim() != 4:
@@ -142,6 +149,8 @@ def attribution_maps(
     if targets is None:
         targets = predicted_classes(model, images)
     targets = torch.as_tensor(targets, device=images.device).reshape(-1)
+    if batch_size is None:
+        batch_size = _images_per_call(images, method, n_steps)
     was_training = model.training
     model.eval()
     try:
@@ -152,6 +161,13 @@ def attribution_maps(
     finally:
         model.train(was_training)
     return torch.cat(maps)
+
+
+def _images_per_call(images: torch.Tensor, method: str, n_steps: int) -> int:
+    if method != "integrated_gradients":
+        return IMAGES_PER_CALL
+    interpolated = images[0].numel() * images.element_size() * n_steps
+    return max(1, min(IMAGES_PER_CALL, IG_CALL_BYTES // interpolated))
 
 
 def _average_ranks(values: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,10 @@
 """``package.module:callable``: every supported return form, and a clear DataError for bad ones."""
 
-import itertools
-import textwrap
-
 import pytest
 import torch
 
 from pytest_prune.data import DataBundle, load_data
+from pytest_prune.data.loader_split import LoaderSplit
 from pytest_prune.errors import DataError, SpecError
 
 _FACTORIES = '''
@@ -78,16 +76,10 @@ def bundle_with_label_out_of_range():
 not_callable = 3
 '''
 
-_names = itertools.count()
-
-
 @pytest.fixture
-def module(tmp_path, monkeypatch) -> str:
+def module(factories_module) -> str:
     """The name of a fresh, importable module holding the factories above."""
-    name = f"prune_user_data_{next(_names)}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(_FACTORIES))
-    monkeypatch.syspath_prepend(tmp_path)
-    return name
+    return factories_module(_FACTORIES, "prune_user_data")
 
 
 def test_pair_is_used_as_every_split(module):
@@ -99,16 +91,19 @@ def test_pair_is_used_as_every_split(module):
     assert image.shape == (3, 8, 8) and label == 1
 
 
-def test_loader_batches_are_gathered_in_order(module):
+def test_loader_is_streamed_in_order(module):
     bundle = load_data(f"{module}:loader")
-    assert len(bundle.evaluation) == 20
-    assert bundle.evaluation.labels.tolist() == (torch.arange(20) % 4).tolist()
+    assert isinstance(bundle.evaluation, LoaderSplit) and len(bundle.evaluation) == 20
+    labels = torch.cat([y for _, y in bundle.loader("evaluation", batch_size=8)])
+    assert labels.tolist() == (torch.arange(20) % 4).tolist()
 
 
-def test_dict_keeps_train_and_eval_apart_and_calibrates_on_train(module):
+def test_dict_keeps_train_and_eval_apart_and_calibrates_on_the_first_train_samples(module):
     bundle = load_data(f"{module}:splits", calibration_size=8)
     assert (len(bundle.train), len(bundle.evaluation), len(bundle.calibration)) == (20, 7, 8)
-    assert bundle.calibration.dataset is bundle.train
+    calibration = bundle.calibration_batches()
+    train_images = next(iter(bundle.loader("train", batch_size=8)))[0]
+    assert torch.equal(torch.cat([x for x, _ in calibration]), train_images)
 
 
 def test_dict_calibration_entry_is_used(module):
