@@ -176,7 +176,14 @@ class PruneRun:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """C, H, W of one sample: the model's if it says, else its data's."""
-        return tuple(self.info.input_shape or self.data.input_shape)
+        return tuple(self._expected_shape() or self.data.input_shape)
+
+    def _expected_shape(self) -> tuple[int, int, int] | None:
+        """The shape the data must have: none where the model takes any size and the user chose
+        the data (the channel count is checked once the data is loaded)."""
+        if self.info.any_size and self.settings.data:
+            return None
+        return self.info.input_shape
 
     @property
     def colour_input(self) -> bool:
@@ -192,8 +199,14 @@ class PruneRun:
                 f"model {self.settings.model!r} has no default data; pass --prune-data "
                 "(e.g. package.module:callable returning (x, y) tensors)"
             )
-        bundle = load_data(spec, seed=self.settings.seed, input_shape=self.info.input_shape,
+        bundle = load_data(spec, seed=self.settings.seed, input_shape=self._expected_shape(),
                            num_classes=self.info.num_classes)
+        channels = self.info.input_shape[0] if self.info.input_shape else bundle.input_shape[0]
+        if bundle.input_shape[0] != channels:
+            raise DataError(
+                f"--prune-data {spec!r} gives samples with {bundle.input_shape[0]} channels but "
+                f"{self.settings.model!r} takes {channels}; choose data that fits the model"
+            )
         limit = self.settings.eval_limit
         if limit is not None:  # a streamed split is cut as it streams, not read to learn its length
             bundle = dataclasses.replace(bundle, evaluation=first_samples(bundle.evaluation, limit))

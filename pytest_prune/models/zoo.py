@@ -27,6 +27,9 @@ class ModelInfo:
     num_classes: int | None  # None: taken from the data
     default_data: str | None  # data spec used when --prune-data is not given
     weights: str | None = None
+    # the model pools adaptively and takes any image size: with --prune-data, H×W come from the
+    # data (torchvision's CNNs; their default data is at input_shape)
+    any_size: bool = False
 
     def example_input(self, batch: int = 2) -> torch.Tensor:
         if self.input_shape is None:
@@ -80,7 +83,8 @@ def _torchvision(name: str, spec: str) -> ModelInfo:
     model = builder(weights=None)
     size = 299 if name.startswith("inception") else 224
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return ModelInfo(f"torchvision-{safe}", spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000")
+    return ModelInfo(f"torchvision-{safe}", spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000",
+                     any_size=True)
 
 
 def spec_name(spec: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from ..errors import TraceError
@@ -69,9 +70,9 @@ def _bundles(traced: TracedModel, reach: dict[int, RootChannelReach]) -> tuple[l
                 if partner in owner:
                     parent[find(owner[partner])] = find(channel)
                 else:
-                    outside.setdefault(channel, f"grouped convolution {traced.describe(node)} ties "
-                                                f"its channel {i} to channel {partner}, which comes "
-                                                "from elsewhere (a concatenation or the model input)")
+                    what = "" if node.type == tp.ops.OPTYPE.SPLIT else "grouped convolution "
+                    outside.setdefault(channel, f"{what}{traced.describe(node)} ties them to channels "
+                                                "of another layer or of the model input")
     joined: dict[int, list[int]] = {}
     for channel in sorted(reach):
         joined.setdefault(find(channel), []).append(channel)
@@ -209,6 +210,7 @@ def find_channel_groups(
     claimed: dict[tuple[str, str, int], str] = {}
     groups: list[ChannelGroup] = []
     refused: list[tuple[str, str]] = []
+    kept: list[tuple[str, str]] = []  # (root, why) of channels a bundle ties to another group
     for root_name, root in model.named_modules():
         if not is_conv_or_linear(root) or root not in graph.module2node:
             continue
@@ -220,8 +222,8 @@ def find_channel_groups(
         _mark_covered(traced, tp_group, covered)
         by_channel = slices_by_root_channel(traced, tp_group)
         bundles, why = _bundles(traced, by_channel)
-        if why and notes is not None:
-            notes.append(f"some channels of {root_name!r} are kept: {why}")
+        if why:
+            kept.append((root_name, why))
         reach = {b: _bundle_reach(by_channel, b) for b in bundles}
         parts = _partition(reach)
         for k, channels in enumerate(parts):
@@ -233,4 +235,7 @@ def find_channel_groups(
                 groups.append(group)
     if refused:
         raise _refusal(refused)
+    if kept and notes is not None:
+        roots = ", ".join(repr(root) for root, _ in kept[:3]) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+        notes.append(f"some channels of {roots} are kept: {kept[0][1]}")
     return groups

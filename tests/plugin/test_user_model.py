@@ -92,3 +92,30 @@ def test_a_bad_data_spec_fails_once_at_collection(pytester, user_project, data, 
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert says in err and err.count("pytest-prune:") == 1
+
+
+SMALL_DATA = """
+    import torch
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
+"""
+
+
+@pytest.mark.parametrize("family", ["regnet_x_400mf", "shufflenet_v2_x0_5"])
+def test_torchvision_families_gate_on_a_users_small_images(pytester, family):
+    """Grouped convolutions (RegNet) and channel split + shuffle (ShuffleNetV2) through the plugin:
+    the input size comes from the user's 32x32 data, baselines are written, then pass. In a
+    subprocess: torchvision cannot be imported twice in one process."""
+    pytester.makepyfile(smalldata=textwrap.dedent(SMALL_DATA))
+    args = [f"--prune-model=torchvision:{family}", "--prune-data=smalldata:data",
+            "--prune-criteria=l1", "--prune-ratios=0.3", "-p", "no:randomly",
+            "-k", "top1 or reduction or equivalence"]  # the checks of the surgery; lazy, so quick
+    written = pytester.runpytest_subprocess(*args, "--prune-update-baselines")
+    written.assert_outcomes(passed=4, deselected=3)
+    again = pytester.runpytest_subprocess(*args)
+    again.assert_outcomes(passed=4, deselected=3)
+    assert (pytester.path / "baselines" / f"torchvision-{family}" / "l1-0.3.json").is_file()
+    if family.startswith("shufflenet"):
+        again.stdout.fnmatch_lines(["*channel shuffle*are kept*"])
