@@ -29,7 +29,11 @@ def unused_baselines(root: Path, model: str, methods: set[str]) -> list[str]:
 
 
 def model_checks(state: GateState) -> list[str]:
-    """The checks that can fail on this model: colour selectivity needs a colour input."""
+    """The checks that can fail on this model: colour selectivity needs a colour input. Listing
+    the gates (``--collect-only``) of a model that takes its input shape from the data lists it:
+    only the data would tell."""
+    if state.listing_only and state.run.info.input_shape is None:
+        return list(CHECKS)
     return [c for c in CHECKS if c != "colour_selectivity" or state.run.colour_input]
 
 
@@ -96,9 +100,31 @@ class GateItem(pytest.Item):
         self.check = check
         self.add_marker("prune")
 
+    def setup(self) -> None:
+        """Prune and measure the method (once per run: later items of the method find it
+        cached), so that pytest reports the cost as this item's setup (``--durations``). A
+        failure is kept and raised again by the method's other items, which do not re-run it."""
+        failure = self.state.failures.get(self.method)
+        if failure is not None:
+            self.state.record(self.method, self.check, "error")
+            raise failure
+        try:
+            self.result = self.measure()
+        except Exception as exc:
+            self.state.failures[self.method] = exc
+            self.state.record(self.method, self.check, "error")
+            raise
+
+    def _repr_failure_py(self, excinfo, style=None):
+        # setup errors are shown through here (repr_failure serves the call phase): our errors
+        # explain themselves, without torch's traceback
+        if isinstance(excinfo.value, PruneError) and excinfo.value is self.state.failures.get(self.method):
+            return f"{type(excinfo.value).__name__}: {excinfo.value}"
+        return super()._repr_failure_py(excinfo, style=style)
+
     def runtest(self) -> None:
         run = self.state.run
-        result = self.measure()
+        result = self.result
         run.complete(result, self.check)
         if self.state.options.update:  # a baseline file holds every check: measure them all
             run.complete(result, *model_checks(self.state))

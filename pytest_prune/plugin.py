@@ -88,11 +88,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     from .recovery import check_recoveries_apply
 
     try:
-        state.run.check_inputs()
-        for line in state.run.trace_notes:
-            state.note(f"{state.run.name}: {line}")
+        state.listing_only = bool(config.option.collectonly)
+        if not state.listing_only:  # listing the gates loads no data and traces nothing
+            state.run.check_inputs()
+            for line in state.run.trace_notes:
+                state.note(f"{state.run.name}: {line}")
+            check_recoveries_apply(state.run.info.model, state.options.recoveries)
         name = state.run.name
-        check_recoveries_apply(state.run.info.model, state.options.recoveries)
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
     # nodeid given explicitly: ids read `lenet5::l1-0.5::accuracy_drop`, with no file part

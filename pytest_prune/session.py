@@ -24,6 +24,9 @@ class GateState:
     # under pytest-xdist, on the controller: what the workers measured (results.csv rows)
     remote_rows: list[dict] = field(default_factory=list)
     data_spec: str | None = None  # the data the rows were measured on (for the summary's last line)
+    # method id → the error its measurement raised: its other items fail with it, not re-running
+    failures: dict[str, BaseException] = field(default_factory=dict)
+    listing_only: bool = False  # --collect-only: list the gates, load no data
 
     def record(self, method: str, check: str, outcome: str) -> None:
         self.outcomes.setdefault(method, {})[check] = outcome
