@@ -38,7 +38,9 @@ USER = """
 
 def test_a_failing_method_is_measured_once_and_fails_all_its_items_at_setup(pytester):
     pytester.makeconftest(textwrap.dedent(BOOM))
-    result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=boom", "--prune-ratios=0.5",
+    # in a subprocess: the criterion registry is per process, and "boom" must not leak into
+    # the other tests' lists of every criterion
+    result = pytester.runpytest_subprocess("--prune-model=lenet5", "--prune-criteria=boom", "--prune-ratios=0.5",
                                 "-p", "no:randomly", "--prune-update-baselines")
     result.assert_outcomes(errors=6)
     result.stdout.fnmatch_lines(["ERROR lenet5::boom-0.5::top1 - PruneError: boom*",
