@@ -16,9 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .candidates import ExportedModel
 from .data.bundle import DataBundle
+from .errors import TraceError
 from .groups import ChannelGroup
-from .measure.attribution import attribution_retention
+from .measure.attribution import IMAGES_PER_CALL, attribution_retention, last_conv_name
 from .measure.colour import colour_selective_share, colour_selectivity
 from .measure.latency import speedup
 from .plan import PrunePlan
@@ -54,14 +56,46 @@ def attribution_look(
     images: torch.Tensor,
     method: str,
     normalise: Callable[[torch.Tensor], torch.Tensor] | None,
+    dense: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Do the same pixels matter? ``dense_maps`` is (targets, maps) of the dense model, computed
-    once per run (:meth:`~pytest_prune.run.PruneRun.dense_attribution`)."""
+    once per run (:meth:`~pytest_prune.run.PruneRun.dense_attribution`); ``dense`` names Grad-CAM's
+    layer for an exported candidate (:func:`gradcam_layer`)."""
     targets, maps = dense_maps
+    count, options = len(images), {}
+    if method == "gradcam" and isinstance(compressed, ExportedModel):
+        if dense is None:
+            raise ValueError("Grad-CAM on an exported candidate needs the dense model to name its layer")
+        # One forward call per captum call: Grad-CAM reads its layer's output once per call, so
+        # the images are cut into batches the program accepts whole, the last padded by repeats.
+        size = compressed.spec.call_size(IMAGES_PER_CALL)
+        images, targets, maps = (_repeat_last(t, -count % size) for t in (images, targets, maps))
+        options = {"layer": gradcam_layer(dense, compressed), "batch_size": size}
     retention = attribution_retention(
-        None, compressed, images, method=method, normalise=normalise, targets=targets, dense_maps=maps
+        None, compressed, images, method=method, normalise=normalise, targets=targets, dense_maps=maps,
+        **options,
     )
-    return {"attribution_spearman": retention.spearman_mean, "attribution_topk_iou": retention.topk_iou_mean}
+    rhos, ious = retention.spearman[:count], retention.topk_iou[:count]  # the padding left out
+    return {"attribution_spearman": sum(rhos) / count, "attribution_topk_iou": sum(ious) / count}
+
+
+def _repeat_last(values: torch.Tensor, extra: int) -> torch.Tensor:
+    return torch.cat([values, values[-1:].expand(extra, *values.shape[1:])]) if extra else values
+
+
+def gradcam_layer(dense: nn.Module, compressed: ExportedModel) -> str:
+    """Grad-CAM's layer in an exported candidate: the output of the convolution exported from the
+    dense model's last ``Conv2d`` (the layer Grad-CAM explains on the dense model)."""
+    name = last_conv_name(dense)
+    if name not in compressed.conv_outputs:
+        found = ", ".join(compressed.conv_outputs) or "none"
+        raise TraceError(
+            f"Grad-CAM explains layer {name!r} of the dense model, but the exported candidate "
+            f"{compressed.source!r} records no convolution of that name (its convolutions: {found}); "
+            "export the candidate from a module that keeps the dense model's layer names, or use "
+            "--prune-attribution integrated_gradients"
+        )
+    return compressed.conv_outputs[name]
 
 
 def colour_look(

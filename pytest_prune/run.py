@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
-from .candidates import load_candidate, match_filters
+from .candidates import ExportedModel, load_candidate, match_filters
 from .criteria import Criterion, ScoringContext, get_criterion
 from .data import load_data
 from .data.bundle import DataBundle
@@ -424,12 +424,15 @@ class PruneRun:
         match = loaded.match
         if match is None:
             try:  # which dense filters survived, for the colour check (exported graphs may not say)
-                match = match_filters(dense, loaded.model, self.groups)
+                match = match_filters(dense, loaded.weights, self.groups)
             except PruneError as exc:
                 loaded.notes.append(f"filters not matched to the dense model: {exc}")
         plan = match.plan if match is not None else loaded.plan
         model = loaded.model
-        count = count_model(model, self.example_input)
+        # MACs per sample: counted on one batch the program accepts (a static-batch program pads
+        # a smaller one, and would count the padding)
+        example = model.one_batch(self.example_input) if isinstance(model, ExportedModel) else self.example_input
+        count = count_model(model, example)
         top1 = self._top1(model)
         result = MethodResult(
             model=self.name, criterion="candidate", ratio=None, recovery="none",
@@ -474,7 +477,7 @@ class PruneRun:
                 continue
             if check == "attribution_retention":
                 values = attribution_look(self.dense_attribution, model, self.attribution_images,
-                                          s.attribution_method, self.data.normalise)
+                                          s.attribution_method, self.data.normalise, self.info.model)
             elif check == "colour_selectivity":
                 values = colour_look(result.plan, self.first_layer, s.colour_threshold) if self.colour_input else {}
             else:

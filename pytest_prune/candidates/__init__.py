@@ -27,12 +27,14 @@ from ..groups import ChannelGroup
 from ..models.loading import read_state_dict
 from ..plan import PrunePlan
 from ..surgery import find_channel_groups
-from .exported import load_exported
+from .exported import ExportedModel, load_exported
 from .files import open_candidate_file
 from .matching import FilterMatch, GroupMatch, match_filters
 from .state_dict import Placement, shrink_to_candidate
 
-__all__ = ["Candidate", "FilterMatch", "GroupMatch", "load_candidate", "match_filters"]
+__all__ = [
+    "Candidate", "ExportedModel", "FilterMatch", "GroupMatch", "load_candidate", "match_filters"
+]
 
 CandidateKind = Literal["state_dict", "exported"]
 
@@ -48,6 +50,14 @@ class Candidate:
     notes: list[str] = field(default_factory=list)
     plan: PrunePlan | None = None  # state dicts: the plan that shrank the dense architecture
     match: FilterMatch | None = None  # state dicts whose placement was recovered by matching
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The candidate's tensors under its layer names (an exported program's, not its
+        wrapper's): what :func:`match_filters` compares with the dense model."""
+        if isinstance(self.model, ExportedModel):
+            return self.model.weights()
+        return self.model.state_dict()
 
 
 def layer_widths(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
@@ -91,7 +101,12 @@ def load_candidate(
             "a torch.export program, checked to hold no pickles, compiled code or executable "
             "strings; it runs its captured graph, in the mode it was exported in"
         ]
-        return Candidate(model, "exported", name, layer_widths(model.program.state_dict()), notes)
+        if model.spec.high is not None:
+            notes.append(
+                f"the program takes {model.spec.describe()}: it is run in batches of at most "
+                f"{model.spec.high} samples (latency included), the last padded by repeats"
+            )
+        return Candidate(model, "exported", name, layer_widths(model.weights()), notes)
     state = read_state_dict(file.path)
     if groups is None:
         groups = find_channel_groups(dense_model, example_input)

@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import tokenize
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
@@ -173,47 +175,194 @@ def check_archive(file: CandidateFile) -> None:
                 ) from None
 
 
+_CONVOLUTIONS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input an exported program's guards accept: a batch size range and a sample shape.
+
+    torch.export fixes every dimension it was not told is dynamic: by default the batch is the
+    example's (``Guard failed: x.size()[0] == 2`` for any other). ``high`` is None when the batch
+    may be any size from ``low`` up; ``sample`` holds None for a dynamic non-batch dimension.
+    """
+
+    low: int
+    high: int | None
+    sample: tuple[int | None, ...]
+
+    def describe(self) -> str:
+        batch = str(self.low) if self.low == self.high else (
+            f"{self.low}..{self.high if self.high is not None else ''}"
+        )
+        dims = ", ".join("any" if d is None else str(d) for d in self.sample)
+        return f"batch {batch} × ({dims})"
+
+    def call_size(self, preferred: int) -> int:
+        """A batch size the program accepts, as close to ``preferred`` as its range allows."""
+        return max(self.low, min(preferred, self.high if self.high is not None else preferred))
+
+    def fits_sample(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.sample) and all(
+            want is None or want == got for want, got in zip(self.sample, shape)
+        )
+
+
+def _bound(value: Any) -> int | None:
+    return int(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def input_spec(program: torch.export.ExportedProgram) -> InputSpec:
+    """What the first user input of ``program`` may be, read from its placeholder's fake tensor
+    and the program's range constraints (the symbol of a ``torch.export.Dim``)."""
+    name = program.graph_signature.user_inputs[0]
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == name)
+    shape = node.meta["val"].shape
+    ranges = {str(symbol): bounds for symbol, bounds in program.range_constraints.items()}
+
+    def static(dim: Any) -> int | None:
+        return int(dim) if isinstance(dim, int) else None
+
+    batch = shape[0]
+    if isinstance(batch, int):
+        low, high = int(batch), int(batch)
+    else:
+        bounds = ranges.get(str(batch))
+        low = max(1, _bound(bounds.lower) or 1) if bounds is not None else 1
+        high = _bound(bounds.upper) if bounds is not None else None
+    return InputSpec(low, high, tuple(static(d) for d in shape[1:]))
+
+
+def _mark_convolutions(module: torch.fx.GraphModule) -> dict[str, str]:
+    """Put an ``nn.Identity`` after every convolution of the graph, so that a forward hook can read
+    a convolution's output as it reads an ``nn.Conv2d``'s (Grad-CAM hooks its target layer).
+
+    Returns {layer name in the exported model (from the node's ``nn_module_stack``, else
+    ``conv<i>``) → name of its marker module}, in graph order.
+    """
+    marks: dict[str, str] = {}
+    graph = module.graph
+    convolutions = [n for n in graph.nodes if n.op == "call_function" and n.target in _CONVOLUTIONS]
+    for index, node in enumerate(convolutions):
+        stack = node.meta.get("nn_module_stack") or {}
+        layer = list(stack.values())[-1][0] if stack else f"conv{index}"
+        marker = f"conv_output_{index}"
+        module.add_submodule(marker, nn.Identity())
+        with graph.inserting_after(node):
+            output = graph.call_module(marker, (node,))
+        node.replace_all_uses_with(output, delete_user_cb=lambda user: user is not output)
+        marks[layer] = marker  # a layer called twice: the marker of its last call
+    graph.lint()
+    module.recompile()
+    return marks
+
+
+def _concatenate(outputs: list[Any]) -> Any:
+    first = outputs[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(outputs)
+    if isinstance(first, (tuple, list)):
+        return type(first)(_concatenate(list(parts)) for parts in zip(*outputs))
+    raise WeightsError(
+        f"an exported candidate returned {type(first).__name__}; pytest-prune measures programs "
+        "that return a tensor (or a tuple of tensors) of per-sample outputs"
+    )
+
+
 class ExportedModel(nn.Module):
     """An exported program's module behind the ``nn.Module`` interface the measurements use.
 
-    The captured graph runs in the mode it was exported in; ``train()``/``eval()`` only record the
-    flag here instead of raising (torch.export's module raises on ``.eval()``).
+    * The captured graph runs in the mode it was exported in; ``train()``/``eval()`` only record the
+      flag here instead of raising (torch.export's module raises on ``.eval()``).
+    * A batch the program's guards refuse is cut into batches it accepts, the last one padded by
+      repeating its last sample, and the outputs put back together: a static-batch program is
+      evaluated in batches of its own size. Samples are independent in eval mode, so padding
+      changes no sample's output.
+    * Every convolution's output passes through a marker module (:attr:`conv_outputs`), so that
+      Grad-CAM can hook the same layer as on the dense model.
     """
 
-    def __init__(self, program_module: nn.Module):
+    def __init__(self, program: torch.export.ExportedProgram, source: str):
         super().__init__()
-        self.program = program_module
+        self.spec = input_spec(program)
+        self.source = source
+        self.program = program.module()
+        self.conv_outputs = {
+            layer: f"program.{marker}" for layer, marker in _mark_convolutions(self.program).items()
+        }
 
     def train(self, mode: bool = True) -> "ExportedModel":
         self.training = mode
         return self
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The program's parameters and buffers under the exported model's layer names."""
+        return self.program.state_dict()
+
+    def check_input(self, x: torch.Tensor, what: str = "an input") -> None:
+        """Raise :class:`WeightsError`, naming both shapes, if ``x``'s samples do not fit."""
+        if not self.spec.fits_sample(tuple(x.shape[1:])):
+            raise WeightsError(
+                f"candidate file {self.source!r}: the exported program does not accept {what} "
+                f"of shape {tuple(x.shape)}: it takes {self.spec.describe()}; export it for "
+                f"samples of shape {tuple(x.shape[1:])}"
+            )
+
+    def batches(self, x: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+        """``x`` cut into (batch the program accepts, how many of its samples are real)."""
+        low, high = self.spec.low, self.spec.high
+        size = len(x) if high is None else min(len(x), high)
+        pieces = []
+        for chunk in x.split(max(size, 1)):
+            real = len(chunk)
+            if real < low:
+                chunk = torch.cat([chunk, chunk[-1:].expand(low - real, *chunk.shape[1:])])
+            pieces.append((chunk, real))
+        return pieces
+
+    def one_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """The first batch of ``x`` the program accepts whole (padded by repeats if need be)."""
+        return self.batches(x)[0][0]
+
     def forward(self, x):
-        return self.program(x)
+        self.check_input(x)
+        pieces = self.batches(x)
+        if len(pieces) <= 1 and all(real == len(chunk) for chunk, real in pieces):
+            return self.program(x)  # a batch the program accepts as it is
+        return _concatenate([_first(self.program(chunk), real) for chunk, real in pieces])
 
 
-def load_exported(file: CandidateFile, example_input: torch.Tensor) -> nn.Module:
+def _first(output: Any, count: int) -> Any:
+    if isinstance(output, (tuple, list)):
+        return type(output)(_first(part, count) for part in output)
+    return output[:count]
+
+
+def load_exported(file: CandidateFile, example_input: torch.Tensor) -> ExportedModel:
     """The module of the exported program in ``file``, after :func:`check_archive`.
 
     The module runs the captured graph: it cannot be switched between train and eval mode
-    (``torch.export`` raises on ``.eval()``); it behaves as the program was exported.
+    (``torch.export`` raises on ``.eval()``); it behaves as the program was exported. Raises
+    :class:`WeightsError` when the program's input shape does not fit ``example_input``'s samples.
     """
     check_archive(file)
     try:
-        module = torch.export.load(io.BytesIO(file.data)).module()
+        program = torch.export.load(io.BytesIO(file.data))
+        model = ExportedModel(program, str(file.path))
     except Exception as exc:  # torch raises many types for archives of other versions
         raise WeightsError(
             f"candidate file {str(file.path)!r}: torch.export.load cannot read it "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); export it "
             f"again with torch {torch.__version__.split('+')[0]}"
         ) from None
+    model.check_input(example_input, "the example input")
     try:
         with torch.no_grad():
-            module(example_input)
+            model(example_input)
     except Exception as exc:
         raise WeightsError(
             f"candidate file {str(file.path)!r}: the exported program does not accept the "
             f"example input of shape {tuple(example_input.shape)} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); export it for this input shape"
         ) from None
-    return ExportedModel(module)
+    return model

@@ -75,3 +75,85 @@ def test_archive_that_could_run_code_is_refused(kind, residual_case, exported_pa
         load_candidate(bad, residual_case.dense, residual_case.example)
     assert "will not load" in str(e.value)
     assert_clean(e)
+
+
+def _export(case, tmp_path, name, example, dynamic_shapes=None):
+    program = torch.export.export(case.pruned, (example,), dynamic_shapes=dynamic_shapes)
+    path = tmp_path / f"{name}.pt2"
+    torch.export.save(program, path)
+    return load_candidate(path, case.dense, case.example)
+
+
+def test_static_batch_program_runs_any_batch_in_batches_of_its_size(residual_case, tmp_path):
+    # exported for a batch of 3 while the loader's example is 2: padded to 3, then trimmed
+    images = torch.randn(7, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    candidate = _export(residual_case, tmp_path, "static", images[:3])
+    assert (candidate.model.spec.low, candidate.model.spec.high) == (3, 3)
+    assert [len(chunk) for chunk, _ in candidate.model.batches(images)] == [3, 3, 3]
+    assert max_diff(candidate.model, residual_case.pruned, images) <= 1e-6
+    assert max_diff(candidate.model, residual_case.pruned, images[:1]) <= 1e-6
+    assert any("run in batches of at most 3" in note for note in candidate.notes)
+
+
+def test_bounded_dynamic_batch_is_cut_to_its_range(residual_case, tmp_path):
+    batch = torch.export.Dim("batch", min=2, max=4)
+    images = torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    candidate = _export(residual_case, tmp_path, "bounded", images[:2], ({0: batch},))
+    assert (candidate.model.spec.low, candidate.model.spec.high) == (2, 4)
+    assert [real for _, real in candidate.model.batches(images)] == [4, 4, 1]
+    assert max_diff(candidate.model, residual_case.pruned, images) <= 1e-6
+
+
+def test_unbounded_dynamic_batch_runs_as_it_is(residual_case, tmp_path):
+    images = torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    candidate = _export(residual_case, tmp_path, "dynamic", images[:2], ({0: torch.export.Dim("batch")},))
+    assert candidate.model.spec.high is None
+    assert [real for _, real in candidate.model.batches(images)] == [9]
+    assert max_diff(candidate.model, residual_case.pruned, images) <= 1e-6
+    assert not any("batches of at most" in note for note in candidate.notes)
+
+
+def test_sample_shape_that_does_not_fit_names_both_shapes(residual_case, tmp_path):
+    candidate = _export(residual_case, tmp_path, "fits", residual_case.example)
+    expected = r"an input of shape \(2, 3, 9, 9\): it takes batch 2 × \(3, 8, 8\)"
+    with pytest.raises(WeightsError, match=expected) as e:
+        candidate.model.check_input(torch.randn(2, 3, 9, 9))
+    assert_clean(e)
+    with pytest.raises(WeightsError, match=expected):  # and on every call
+        candidate.model(torch.randn(2, 3, 9, 9))
+
+
+def test_every_convolution_output_is_marked_by_its_layer_name(residual_case, exported_path):
+    model = load_candidate(exported_path, residual_case.dense, residual_case.example).model
+    assert list(model.conv_outputs) == ["conv1", "conv2", "conv3"]
+    seen = []
+    marker = model.get_submodule(model.conv_outputs["conv3"])
+    handle = marker.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    with torch.no_grad():
+        model(residual_case.example)
+    handle.remove()
+    assert seen == [torch.Size([2, 7, 4, 4])]  # conv3's output, 7 of its 12 channels kept
+
+
+def test_gradcam_on_a_static_batch_program_equals_gradcam_on_the_module(residual_case, exported_path):
+    from pytest_prune.inspection import attribution_look
+    from pytest_prune.measure.attribution import attribution_maps, predicted_classes
+
+    model = load_candidate(exported_path, residual_case.dense, residual_case.example).model
+    images = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(6))  # 5: one padded
+    targets = predicted_classes(residual_case.dense, images)
+    dense_maps = (targets, attribution_maps(residual_case.dense, images, targets, "gradcam"))
+    look = attribution_look(dense_maps, model, images, "gradcam", None, residual_case.dense)
+    expected = attribution_look(dense_maps, residual_case.pruned, images, "gradcam", None)
+    assert look == pytest.approx(expected, abs=1e-6)
+
+
+def test_gradcam_refuses_a_program_without_the_dense_last_conv(residual_case, exported_path):
+    from candidate_nets import TinyVGG
+
+    from pytest_prune.errors import TraceError
+    from pytest_prune.inspection import gradcam_layer
+
+    model = load_candidate(exported_path, residual_case.dense, residual_case.example).model
+    with pytest.raises(TraceError, match=r"'features.7'.*conv1, conv2, conv3.*integrated_gradients"):
+        gradcam_layer(TinyVGG(), model)

@@ -44,6 +44,69 @@ def test_tampered_candidate_fails_cleanly(pytester):
     assert "Traceback" not in out and "torch/serialization.py" not in out
 
 
+@pytest.fixture(scope="module")
+def colour_run() -> PruneRun:
+    """lenet5-colour with our l1-0.5 pruning, the network every exported candidate here holds."""
+    return PruneRun(RunSettings("lenet5-colour", attribution_method="gradcam"))
+
+
+@pytest.fixture(scope="module")
+def exported(colour_run, tmp_path_factory) -> dict[str, Path]:
+    """Our l1-0.5 pruning as torch.export programs: ``static`` with torch.export's default, which
+    fixes the batch to the example's (2 images, while evaluation runs 256 at a time), and
+    ``dynamic`` with a free batch (``torch.export.Dim``).
+
+    Made and loaded in a module fixture, before any pytester run: pytester's in-process runs drop
+    the modules imported since the test began, and torch.export's (one registers a torch library,
+    which cannot be registered twice) must not be imported again.
+    """
+    model = colour_run.method("l1", 0.5, inspect=False).pruned_model.eval()
+    folder = tmp_path_factory.mktemp("exported")
+    paths = {}
+    for batch, shapes in (("static", None), ("dynamic", ({0: torch.export.Dim("batch")},))):
+        program = torch.export.export(model, (colour_run.example_input,), dynamic_shapes=shapes)
+        paths[batch] = folder / f"{batch}.pt2"
+        torch.export.save(program, paths[batch])
+        torch.export.load(paths[batch])
+    return paths
+
+
+def candidate_args(pytester, path: Path, *extra: str) -> list[str]:
+    return ["--prune-model=lenet5-colour", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly",
+            f"--prune-candidate={path}", "--prune-baselines", str(pytester.path / "bl"), "-v",
+            "-k", "candidate", *extra]  # only the candidate's gates run
+
+
+@pytest.mark.parametrize("batch", ["static", "dynamic"])
+def test_exported_candidate_gates_with_baselines(pytester, colour_run, exported, batch):
+    args = candidate_args(pytester, exported[batch])
+    written = pytester.runpytest(*args, "--prune-update-baselines")
+    written.assert_outcomes(passed=6, deselected=7)  # no surgery check on a candidate
+    assert f"candidate::{batch}::colour_selectivity PASSED" in written.stdout.str()
+    stored = json.loads((pytester.path / "bl" / "lenet5-colour" / f"candidate-{batch}.json").read_text())
+    ours = colour_run.method("l1", 0.5, inspect=False)
+    colour_run.complete(ours, "colour_selectivity")
+    # the program is our pruning: its accuracy exactly, and its filters matched to the dense ones
+    assert stored["checks"]["accuracy_drop"]["value"] == ours.accuracy_drop
+    assert stored["checks"]["macs_reduction"]["value"] == pytest.approx(1 - ours.macs_kept)
+    assert stored["checks"]["colour_selectivity"]["value"] == ours.colour_selective_pruned
+    compared = pytester.runpytest(*args)
+    compared.assert_outcomes(passed=6, deselected=7)
+    assert "could not be measured" not in compared.stdout.str()
+
+
+def test_exported_candidate_with_gradcam_explains_the_dense_last_conv(pytester, colour_run, exported):
+    args = candidate_args(pytester, exported["static"], "--prune-attribution=gradcam")
+    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6, deselected=7)
+    stored = json.loads((pytester.path / "bl" / "lenet5-colour" / "candidate-static.json").read_text())
+    ours = colour_run.method("l1", 0.5, inspect=False)
+    colour_run.complete(ours, "attribution_retention")
+    assert stored["settings"]["attribution"] == "gradcam"
+    # the same network explained at the same layer: the same Grad-CAM maps, up to float rounding
+    assert stored["checks"]["attribution_retention"]["value"] == pytest.approx(ours.attribution_spearman, abs=1e-6)
+    pytester.runpytest(*args).assert_outcomes(passed=6, deselected=7)
+
+
 @pytest.mark.skipif(not (DATA / "resnet56.th").is_file(), reason=f"pretrained weights not in {DATA}")
 def test_torch_pruning_candidate_of_resnet56_gates_with_its_own_accuracy(tmp_path):
     import torch_pruning as tp
