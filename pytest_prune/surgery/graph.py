@@ -164,17 +164,20 @@ def _unpruned_state(
     For a module without a pruner, Torch-Pruning prunes only the parameters autograd shows it
     (unwrapped parameters, which have nodes of their own); its buffers, and parameters the trace
     did not reach, stay as they are. A tensor none of whose sizes is a channel count cannot hold
-    one value per channel (a 1x1xHxW map, BatchNorm's ``num_batches_tracked``) and is fine.
+    one value per channel (a 1x1xHxW map, BatchNorm's ``num_batches_tracked``) and is fine; nor
+    can an integer tensor (an index table).
     """
     if _has_pruner(graph, module):
         return {}
     tensors = [*module.named_buffers(recurse=False)] + [
         (n, p) for n, p in module.named_parameters(recurse=False) if p not in graph.module2node
     ]
+    # integer tensors are indices or counters (Swin's relative_position_index), not one value
+    # per channel, whatever their length happens to equal
     return {
         name: tuple(t.shape)
         for name, t in tensors
-        if any(size > 1 and size in channel_counts for size in t.shape)
+        if t.is_floating_point() and any(size > 1 and size in channel_counts for size in t.shape)
     }
 
 

@@ -276,3 +276,27 @@ def test_input_normalisation_buffers_pass_unignored():
     groups = find_channel_groups(model, x)
     assert [g.name for g in groups] == ["conv1", "conv2"]
     _assert_exact(model, groups, x)
+
+
+class IndexTable(nn.Module):
+    """A layer with an integer buffer as long as a channel count (Swin V2's
+    relative_position_index): an index table, not one value per channel."""
+
+    def __init__(self, length: int):
+        super().__init__()
+        self.register_buffer("index", torch.arange(length))
+
+    def forward(self, x):
+        return x * 2
+
+
+def test_an_integer_buffer_is_not_per_channel_state():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), IndexTable(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(2, 3, 6, 6)
+    groups = find_channel_groups(_randomise(model), x)  # refused before: "holds per-channel state"
+    assert {g.name for g in groups} == {"0", "3"}
+    plan = random_plan(groups, 0.3, seed=1)
+    pruned = prune_model(model, groups, plan, x)
+    assert max_abs_difference(model, pruned, groups, plan, x) <= TOLERANCE
+    assert check_pruned_sizes(model, pruned, groups, plan).ok
