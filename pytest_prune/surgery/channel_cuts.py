@@ -180,20 +180,12 @@ class _PartOffset:
 
 def _parts_read(split: Node, consumer: Node) -> list[int]:
     """Which parts of ``split`` the operation ``consumer`` reads: autograd numbers a split's
-    outputs, and each consumer's inputs name the output they are."""
-    found = set()
-    stack, seen = [consumer.grad_fn], set()
-    while stack:  # through the view/identity nodes Torch-Pruning does not list
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        for next_fn, number in getattr(fn, "next_functions", ()):
-            if next_fn is split.grad_fn:
-                found.add(number)
-            elif fn is consumer.grad_fn and next_fn is not None and len(seen) < 8:
-                stack.append(next_fn)
-    return sorted(found)
+    outputs, and each consumer's inputs name the output they are (looked up through one
+    operation Torch-Pruning does not list, such as a view)."""
+    inputs = list(getattr(consumer.grad_fn, "next_functions", ()))
+    inputs += [deeper for fn, _ in inputs if fn is not None and fn is not split.grad_fn
+               for deeper in fn.next_functions]
+    return sorted({number for fn, number in inputs if fn is split.grad_fn})
 
 
 def install_split_mappings(graph: tp.DependencyGraph) -> None:
