@@ -140,6 +140,11 @@ def short_reason(message: str) -> str:
             why = f"{layer}: {why}"
         decided = " refused by decision;" if "normalises over channels" in why else ""
         return f"{why} ({decided.strip()} --prune-ignore the listed layers)".replace("( ", "(")
+    walk = re.search(r"the channels of '([^']*)' cannot be followed", message)
+    if walk:
+        short = ".".join(walk.group(1).split(".")[-2:])
+        return (f"Torch-Pruning's dependency walk from {short!r} does not settle (channels not on dim 1; "
+                "--prune-ignore the listed layers)")
     module = re.match(r"module '([^']*)' \((\w+)\) (.+)", message)
     if module:
         name, kind, rest = module.groups()

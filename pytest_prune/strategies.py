@@ -124,7 +124,27 @@ class ConcatSpec:
         return self.in_channels + self.body[-1].out_channels
 
 
-Block = Union[ConvSpec, PoolSpec, ResidualSpec, ConcatSpec]
+@dataclasses.dataclass(frozen=True)
+class SharedSpec:
+    """One body run twice, on both halves of a conv's output (shared weights, as in a Siamese
+    branch): ``a, b = split(x).chunk(2, dim=1); torch.cat([body(a), body(b)], dim=1)``.
+
+    The halves come from one plain conv, so that channel ``p`` of ``a`` and of ``b`` (which the
+    shared body's input channel ``p`` ties) are two outputs of the same layer."""
+
+    split: ConvSpec
+    body: tuple[ConvSpec, ...]
+
+    @property
+    def in_channels(self) -> int:
+        return self.split.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.body[-1].out_channels
+
+
+Block = Union[ConvSpec, PoolSpec, ResidualSpec, ConcatSpec, SharedSpec]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +183,8 @@ def block_stride(block: Block) -> int:
         return block.stride
     if isinstance(block, PoolSpec):
         return 2
-    return math.prod(c.stride for c in block.body)
+    split = block.split.stride if isinstance(block, SharedSpec) else 1
+    return split * math.prod(c.stride for c in block.body)
 
 
 def output_size(block: Block, size: int) -> int:
@@ -219,6 +240,17 @@ class ConcatUnit(nn.Module):
         return torch.cat([x, self.body(x)], dim=1)
 
 
+class SharedUnit(nn.Module):
+    def __init__(self, spec: SharedSpec):
+        super().__init__()
+        self.split = ConvUnit(spec.split)
+        self.body = nn.Sequential(*(ConvUnit(c) for c in spec.body))
+
+    def forward(self, x):
+        a, b = self.split(x).chunk(2, dim=1)
+        return torch.cat([self.body(a), self.body(b)], dim=1)
+
+
 class Head(nn.Module):
     def __init__(self, spec: HeadSpec):
         super().__init__()
@@ -261,6 +293,8 @@ def _block_module(block: Block) -> nn.Module:
         return nn.MaxPool2d(2) if block.kind == "max" else nn.AvgPool2d(2)
     if isinstance(block, ResidualSpec):
         return ResidualUnit(block)
+    if isinstance(block, SharedSpec):
+        return SharedUnit(block)
     return ConcatUnit(block)
 
 
@@ -411,6 +445,8 @@ class ChannelFlow:
             return self._conv_unit(prefix, block, stream)
         if isinstance(block, PoolSpec):
             return stream
+        if isinstance(block, SharedSpec):
+            return self._shared(prefix, block, stream)
         body = stream
         for j, spec in enumerate(block.body):
             body = self._conv_unit(f"{prefix}.body.{j}", spec, body)
@@ -422,6 +458,18 @@ class ChannelFlow:
         for a, b in zip(body, shortcut, strict=True):
             self._tie(a, b)
         return body
+
+    def _shared(self, prefix: str, block: SharedSpec, stream: list[Node]) -> list[Node]:
+        """The body's input channel ``p`` reads channel ``p`` of both halves: one channel. Its
+        layers are described once (their weights are), and their outputs appear twice."""
+        halves = self._conv_unit(f"{prefix}.split", block.split, stream)
+        half = len(halves) // 2
+        for a, b in zip(halves[:half], halves[half:], strict=True):
+            self._tie(a, b)
+        body = halves[:half]
+        for j, spec in enumerate(block.body):
+            body = self._conv_unit(f"{prefix}.body.{j}", spec, body)
+        return body + body
 
     def _head(self, prefix: str, head: HeadSpec, stream: list[Node]) -> None:
         features = tuple(node for node in stream for _ in range(head.area))
@@ -690,6 +738,18 @@ def concat_blocks(draw, in_channels: int) -> ConcatSpec:
 
 
 @st.composite
+def shared_blocks(draw, in_channels: int) -> SharedSpec:
+    """A plain conv to ``2·h`` channels, then one body of 1 or 2 conv units run on both halves."""
+    half = draw(st.integers(1, MAX_CHANNELS // 2))
+    split = ConvSpec(
+        in_channels, 2 * half, kernel_size=draw(st.sampled_from([3, 1])), bias=draw(st.booleans()),
+        batchnorm=draw(st.booleans()), activation=draw(activations()),
+    )  # fmt: skip
+    body = draw(conv_bodies(half, draw(st.integers(1, MAX_CHANNELS // 2)), max_convs=2))
+    return SharedSpec(split, body)
+
+
+@st.composite
 def depthwise_separable(draw, in_channels: int, size: int) -> tuple[ConvSpec, ConvSpec]:
     """MobileNet's block: depthwise 3x3 (stride 1 or 2) → BN → act, pointwise 1x1 → BN → act."""
     stride = draw(st.sampled_from([1, 2])) if size >= 2 else 1
@@ -701,9 +761,9 @@ def depthwise_separable(draw, in_channels: int, size: int) -> tuple[ConvSpec, Co
 
 @st.composite
 def stages(draw, in_channels: int, size: int) -> tuple[Block, ...]:
-    """One feature stage: a conv unit, a pool, a residual or concat block, or a depthwise-separable
-    pair."""
-    kinds = ["conv", "residual"]
+    """One feature stage: a conv unit, a pool, a residual, concat or shared-weights block, or a
+    depthwise-separable pair."""
+    kinds = ["conv", "residual", "shared"]
     if size >= 2:
         kinds.append("pool")
     if in_channels < MAX_CHANNELS:
@@ -720,6 +780,8 @@ def stages(draw, in_channels: int, size: int) -> tuple[Block, ...]:
         return (draw(residual_blocks(in_channels, size)),)
     if kind == "concat":
         return (draw(concat_blocks(in_channels)),)
+    if kind == "shared":
+        return (draw(shared_blocks(in_channels)),)
     return draw(depthwise_separable(in_channels, size))
 
 
@@ -901,6 +963,8 @@ __all__ = [
     "PruningCase",
     "RandomCNN",
     "ResidualSpec",
+    "SharedSpec",
+    "SharedUnit",
     "activations",
     "architectures",
     "block_stride",
@@ -924,6 +988,7 @@ __all__ = [
     "removals",
     "residual_blocks",
     "selected_profile",
+    "shared_blocks",
     "stages",
     "torch_threads",
 ]

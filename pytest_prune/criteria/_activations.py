@@ -158,17 +158,27 @@ def trace_calls(model: nn.Module, example: torch.Tensor) -> CallTrace:
     return CallTrace(calls, first_call)
 
 
-def chain_ends(trace: CallTrace, group: ChannelGroup) -> list[tuple[int, GroupMember]]:
+def chain_ends(
+    trace: CallTrace, group: ChannelGroup, every_call: bool = False
+) -> list[tuple[int, GroupMember]]:
     """The producers of ``group`` that end a chain (no other producer of the group reads their
-    output), with the index of their first call, in forward order."""
+    output), with the index of their first call, in forward order.
+
+    With ``every_call``, a producer run more than once (shared weights: one block on two inputs)
+    ends a chain at each of its calls, each a separate tensor holding the group's channels."""
     producers = [m for m in group.producers() if m.module in trace.first_call]
-    read_by_producer = {t for m in producers for t in trace.calls[trace.first_call[m.module]].inputs}
+    calls = {
+        m.module: [i for i, c in enumerate(trace.calls) if c.name == m.module]
+        if every_call else [trace.first_call[m.module]]
+        for m in producers
+    }
+    read_by_producer = {t for m in producers for i in calls[m.module] for t in trace.calls[i].inputs}
     ends = []
     for member in producers:
-        index = trace.first_call[member.module]
-        made = trace.calls[index].output
-        if made is not None and made not in read_by_producer:
-            ends.append((index, member))
+        for index in calls[member.module]:
+            made = trace.calls[index].output
+            if made is not None and made not in read_by_producer:
+                ends.append((index, member))
     return sorted(ends, key=lambda t: t[0])
 
 
@@ -195,8 +205,10 @@ def feature_points(
     out: dict[str, tuple[FeaturePoint, ...]] = {}
     for g in groups:
         points = []
-        for index, member in chain_ends(trace, g):
-            point = FeaturePoint(member.module, member.indices, reused=member.module in reused)
+        for index, member in chain_ends(trace, g, every_call=True):
+            point = FeaturePoint(
+                member.module, member.indices, call=trace.calls[index].call, reused=member.module in reused
+            )
             activation = first_reader(model, trace, index, ACTIVATIONS)
             if activation is not None:
                 point = FeaturePoint(

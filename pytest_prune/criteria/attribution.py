@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 
-from ..errors import SpecError, TraceError
+from ..errors import SpecError
 from ._activations import (
     FeaturePoint,
     captured_outputs,
@@ -50,34 +50,56 @@ def _pearson_per_channel(maps: torch.Tensor, attribution: torch.Tensor) -> torch
 
 
 def layer_attribution_scores(ctx: ScoringContext, target: Target = "predicted") -> Scores:
-    """score_c = mean_x Σ_{h,w} |(∂y_t/∂a · a)_c| with captum's ``LayerGradientXActivation``."""
+    """score_c = mean_x Σ_{h,w} |(∂y_t/∂a · a)_c|, summed over the channel's feature points.
+
+    captum's ``LayerGradientXActivation`` computes it where every feature point is a module's only
+    call. It hooks a module, so it cannot single out one call of a module run several times (a
+    block's shared ReLU, one block on two inputs): there :func:`gradient_x_activation` computes the
+    same product from each call's captured output.
+    """
     model = ctx.model
-    points = feature_points(model, ctx.groups, example_of(ctx.batches, "attribution"))
-    reused = sorted({p.module for pts in points.values() for p in pts if p.reused})
-    if reused:
-        raise TraceError(
-            f"attribution (layer mode): the feature maps of {reused[:3]} come from a module called "
-            "more than once per forward pass, which captum's layer attribution cannot single out; "
-            "use a separate activation module per layer, or the 'attribution-corr' criterion"
-        )
-    modules = [name for name, _ in point_keys(points)]
-    layers = [model.get_submodule(m) for m in modules]
-    from captum.attr import LayerGradientXActivation  # captum takes seconds to import: only when used
-    totals = {g.name: torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups}
+    example = example_of(ctx.batches, "attribution")
+    points = feature_points(model, ctx.groups, example)
+    keys = point_keys(points)
+    reused = any(p.reused for pts in points.values() for p in pts)
+    totals = {g.name: torch.zeros(g.size, dtype=torch.float64, device=example.device) for g in ctx.groups}
     samples = 0
     with eval_mode(model):
-        explainer = LayerGradientXActivation(model, layers if len(layers) > 1 else layers[0])
+        explain = (lambda x, t: gradient_x_activation(model, x, t, keys)) if reused else _captum_explainer(model, keys)
         for x, y in ctx.batches:
-            t = _targets(model, x, y, target)
-            attrs = explainer.attribute(x, target=t)
-            attrs = attrs if isinstance(attrs, list) else [attrs]
-            by_module = dict(zip(modules, attrs))
+            by_key = explain(x, _targets(model, x, y, target))
             for g in ctx.groups:
                 for point in points[g.name]:
-                    per = channel_maps(by_module[point.module].detach(), point.positions)
+                    per = channel_maps(by_key[point.key].detach(), point.positions)
                     totals[g.name] += per.double().abs().sum(dim=2).sum(dim=0)
             samples += x.shape[0]
     return {name: total / max(samples, 1) for name, total in totals.items()}
+
+
+def _captum_explainer(model: torch.nn.Module, keys: list[tuple[str, int]]):
+    """``(x, targets) → {key: gradient × activation}`` with captum, for modules called once."""
+    from captum.attr import LayerGradientXActivation  # captum takes seconds to import: only when used
+
+    layers = [model.get_submodule(name) for name, _ in keys]
+    explainer = LayerGradientXActivation(model, layers if len(layers) > 1 else layers[0])
+
+    def explain(x: torch.Tensor, t: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        attrs = explainer.attribute(x, target=t)
+        return dict(zip(keys, attrs if isinstance(attrs, list) else [attrs]))
+
+    return explain
+
+
+def gradient_x_activation(
+    model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, keys: list[tuple[str, int]]
+) -> dict[tuple[str, int], torch.Tensor]:
+    """Gradient of each sample's target logit × the output, at each (module, call) of ``keys``."""
+    with torch.enable_grad(), captured_outputs(model, keys) as maps:
+        # the input needs a gradient only so that a model with frozen weights still has a graph
+        logits = model(x.detach().requires_grad_(True))
+        chosen = logits.gather(1, targets.reshape(-1, 1).to(logits.device)).sum()
+        grads = torch.autograd.grad(chosen, [maps[k] for k in keys])
+        return {k: maps[k].detach() * g for k, g in zip(keys, grads)}
 
 
 def correlation_scores(

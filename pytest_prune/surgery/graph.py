@@ -278,19 +278,15 @@ def _undo_vit_workaround(graph: tp.DependencyGraph, x: torch.Tensor) -> None:
             node.enable_index_mapping = True
 
 
-def _check_traced_once(
+def _check_traced(
     name: str, module: nn.Module, graph: tp.DependencyGraph, recording: _Recording, ignore: set[str]
 ) -> None:
-    """A layer with parameters must be in the graph exactly once (absent only if ignored)."""
+    """A layer with parameters must be in the graph (absent only if ignored)."""
     if not (_owns_parameters(module) or module in graph.module2node):
         return
+    # A layer run several times (shared weights) is one node of the graph, tied to the producers
+    # of all its inputs and the consumers of all its outputs: its channels prune exactly.
     calls = recording.calls[module]
-    if calls > 1:
-        raise TraceError(
-            f"module {name!r} ({type(module).__name__}) runs {calls} times in one forward "
-            "pass; pytest-prune cannot prune a layer shared between several places: give "
-            "each use its own module"
-        )
     in_graph = module in graph.module2node or any(
         p in graph.module2node for p in module.parameters(recurse=False)
     )
@@ -359,7 +355,7 @@ def _check_coverage(
     """Every layer with parameters is in the graph exactly once, and no layer outside ``ignore``
     holds per-channel state that Torch-Pruning would leave unpruned."""
     for name, module in model.named_modules():
-        _check_traced_once(name, module, graph, recording, ignore)
+        _check_traced(name, module, graph, recording, ignore)
         if name in ignore:
             continue
         _check_not_misread(name, module)
@@ -421,7 +417,7 @@ def _training_only(
 ) -> set[str]:
     """Layers with parameters that the eval-mode forward did not run but a train-mode forward (of a
     copy, on the same input) does: auxiliary classifiers such as GoogLeNet's and Inception-v3's.
-    Layers skipped in both modes are left for :func:`_check_traced_once` to refuse."""
+    Layers skipped in both modes are left for :func:`_check_traced` to refuse."""
     skipped = {
         name for name, module in model.named_modules()
         if name and name not in ignore and _owns_parameters(module) and recording.calls[module] == 0
@@ -504,6 +500,13 @@ def trace_model(
             )
             ignore |= training_only
         _check_coverage(model, graph, recording, ignore, channel_counts)
+    shared = sorted(names[m] for m, calls in recording.calls.items() if calls > 1 and _owns_parameters(m))
+    if shared:
+        more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
+        notes.append(
+            f"{', '.join(map(repr, shared[:3]))}{more} run more than once per forward pass (shared "
+            "weights): a channel of theirs is removed from every use at once"
+        )
     kept_nodes = _kept_nodes(model, graph, recording, ignore, channel_counts)
     cuts = kept_cuts(graph)
     if cuts:

@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import TraceError
 from ..groups import ChannelGroup, GroupMember, is_conv_or_linear
 from .graph import TracedModel, trace_model
+from .walk_guard import WalkDiverged, bounded_walk
 from .slices import (
     RootChannelReach,
     grouped_partners,
@@ -169,6 +170,14 @@ def _keep_or_explain(
     return True
 
 
+def _diverged_reason(traced: TracedModel, root: str, diverged: WalkDiverged) -> str:
+    return (
+        f"the channels of {root!r} cannot be followed: Torch-Pruning's dependency walk from it keeps "
+        f"returning to {traced.describe(diverged.node)} with new channel indices (channels followed "
+        "through operations whose channel axis is not dim 1, such as attention over tokens)"
+    )
+
+
 def _refusal(refused: list[tuple[str, str]]) -> TraceError:
     """One error for every group that cannot be pruned, naming the layers that keep them all."""
     roots = sorted({root for root, _ in refused})
@@ -218,7 +227,13 @@ def find_channel_groups(
         uncovered = [c for c in range(pruner.get_out_channels(root)) if (root, c) not in covered]
         if not uncovered:
             continue
-        tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, uncovered)
+        try:
+            with bounded_walk():
+                tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, uncovered)
+        except WalkDiverged as diverged:
+            if root_name not in ignore:
+                refused.append((root_name, _diverged_reason(traced, root_name, diverged)))
+            continue
         _mark_covered(traced, tp_group, covered)
         by_channel = slices_by_root_channel(traced, tp_group)
         bundles, why = _bundles(traced, by_channel)

@@ -119,3 +119,49 @@ def test_torchvision_families_gate_on_a_users_small_images(pytester, family):
     assert (pytester.path / "baselines" / f"torchvision-{family}" / "l1-0.3.json").is_file()
     if family.startswith("shufflenet"):
         again.stdout.fnmatch_lines(["*channel shuffle*are kept*"])
+
+
+SIAMESE = """
+    import torch
+    from torch import nn
+
+    class Siamese(nn.Module):
+        # one branch run on both halves of the stem (shared weights), one residual block run twice
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+            self.branch = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
+            self.mix = nn.Sequential(nn.Conv2d(24, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.blk = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                     nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16))
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            a, b = self.stem(x).chunk(2, 1)
+            h = self.mix(torch.cat([self.branch(a), self.branch(b)], 1))
+            h = (h + self.blk(h)).relu()
+            return self.head((h + self.blk(h)).relu().mean((2, 3)))
+
+    def build():
+        torch.manual_seed(0)  # no weights file: the same random weights every run
+        return Siamese()
+
+    def data():
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(32, 3, 16, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
+"""
+
+
+def test_a_model_with_shared_weights_gates_with_data_driven_criteria(pytester, monkeypatch):
+    """Layers run twice prune exactly through the plugin: the criteria that read feature maps
+    (attribution, taylor) score every use, lsq refits what it can; baselines written, then pass."""
+    pytester.makepyfile(siamese=textwrap.dedent(SIAMESE))
+    monkeypatch.syspath_prepend(str(pytester.path))
+    args = ["--prune-model=siamese:build", "--prune-data=siamese:data", "--prune-criteria=attribution,taylor",
+            "--prune-ratios=0.5", "--prune-recovery=none,lsq", "-p", "no:randomly",
+            "-k", "top1 or reduction or equivalence"]
+    written = pytester.runpytest(*args, "--prune-update-baselines")
+    written.assert_outcomes(passed=16, deselected=12)
+    written.stdout.fnmatch_lines(["*'blk.0'*run more than once per forward pass*"])
+    again = pytester.runpytest(*args)
+    again.assert_outcomes(passed=16, deselected=12)

@@ -69,6 +69,8 @@ class Decoder(nn.Module):
 
 
 class SharedBlock(nn.Module):
+    """One conv run on both halves of the stem's output; both results concatenated."""
+
     def __init__(self):
         super().__init__()
         self.stem, self.block, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1), nn.Linear(4, 3)
@@ -76,6 +78,57 @@ class SharedBlock(nn.Module):
     def forward(self, x):
         a, b = self.stem(x).chunk(2, 1)
         return self.head(torch.cat([self.block(a), self.block(b)], 1).mean((2, 3)))
+
+
+class SharedOnTwoProducers(nn.Module):
+    """One conv → BatchNorm → ReLU block applied to two different layers' outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1)
+        self.shared = nn.Sequential(nn.Conv2d(4, 5, 3, padding=1), nn.BatchNorm2d(5), nn.ReLU())
+        self.post, self.head = nn.Conv2d(5, 6, 1), nn.Linear(11, 3)
+
+    def forward(self, x):
+        u, v = self.shared(self.a(x).relu()), self.shared(self.b(x).relu())
+        return self.head(torch.cat([self.post(u), v], 1).mean((2, 3)))
+
+
+class SharedResidualBlock(nn.Module):
+    """One residual block applied twice in a row (weights tied across depth)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv2d(6, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 1))
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.stem(x).relu()
+        h = h + self.block(h)
+        return self.head((h + self.block(h)).mean((2, 3)))
+
+
+class SharedHead(nn.Module):
+    """One linear head reading two branches' pooled features; the two logits added."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 1), nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.a(x).mean((2, 3))) + self.head(self.b(x).amax((2, 3)))
+
+
+class SelfFed(nn.Module):
+    """A conv run on its own output: its output channels are its input channels, the model input's."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.conv(self.conv(x).relu()).mean((2, 3)))
 
 
 def _case(cls):
@@ -145,7 +198,39 @@ def test_transposed_convolutions_prune_and_a_fixed_view_keeps_its_linear():
     _assert_exact(model, x, list(groups.values()), plan)
 
 
-def test_a_module_run_twice_is_refused_with_the_fix():
+SHARED = [SharedBlock, SharedOnTwoProducers, SharedResidualBlock, SharedHead]
+
+
+@pytest.mark.parametrize("cls", SHARED)
+def test_a_module_run_twice_prunes_exactly_with_a_note(cls):
+    model, x = _case(cls)
+    groups, notes = _groups(model, x)
+    assert any("run more than once per forward pass" in note for note in notes)
+    for plan in (random_plan(list(groups.values()), 0.4, seed=3), keep_one_plan(list(groups.values()), seed=4)):
+        _assert_exact(model, x, list(groups.values()), plan)
+
+
+def test_a_module_run_twice_ties_what_both_uses_read_and_write():
     model, x = _case(SharedBlock)
-    with pytest.raises(TraceError, match=r"'block' \(Conv2d\) runs 2 times.*give each use its own module"):
-        find_channel_groups(model, x)
+    groups, _ = _groups(model, x)
+    stem = {m.module: m.indices for m in groups["stem"].members}
+    assert stem == {"stem": ((0, 2), (1, 3)), "block": ((0,), (1,))}  # channel p of both halves
+    block = {m.module: m.indices for m in groups["block"].members}
+    assert block == {"block": ((0,), (1,)), "head": ((0, 2), (1, 3))}  # both outputs, side by side
+    pruned = prune_model(model, list(groups.values()), PrunePlan({"stem": (1,), "block": (0,)}), x)
+    assert pruned.stem.out_channels == 2 and pruned.block.weight.shape == (1, 1, 3, 3)
+    assert pruned.head.in_features == 2
+
+
+def test_two_layers_read_by_one_shared_block_are_one_group():
+    model, x = _case(SharedOnTwoProducers)
+    groups, _ = _groups(model, x)
+    assert {m.module for m in groups["a"].members} == {"a", "b", "shared.0"}
+
+
+def test_a_module_fed_its_own_output_keeps_channels_tied_to_the_model_input():
+    model, x = _case(SelfFed)
+    groups, _ = _groups(model, x)
+    assert "conv" not in groups  # its outputs are its inputs: the image's three channels
+
+

@@ -45,6 +45,7 @@ def _record(case: S.PruningCase) -> None:
     event(f"groups traced: {min(len(case.groups), 5)}{'+' if len(case.groups) >= 5 else ''}")
     event(f"share of groups pruned: {'all' if pruned_groups == len(case.groups) else 'some'}")
     event(f"removes a position bundled by a grouped conv: {'yes' if _removes_bundle(case) else 'no'}")
+    event(f"removes a channel of a shared-weights block: {'yes' if _removes_shared(case) else 'no'}")
 
 
 def _removes_bundle(case: S.PruningCase) -> bool:
@@ -52,17 +53,30 @@ def _removes_bundle(case: S.PruningCase) -> bool:
     return any(len(by_name[name].members[0].indices[p]) > 1 for name, ps in case.plan.remove.items() for p in ps)
 
 
-def test_grouped_convs_are_pruned_in_a_fair_share_of_examples():
-    """The property tests reach grouped convs: of 60 drawn cases, some remove a bundled position."""
+def _removes_shared(case: S.PruningCase) -> bool:
+    """Whether the plan removes a channel that a block run twice (shared weights) reads or writes."""
+    shared = tuple(f"features.{i}." for i, b in enumerate(case.architecture.blocks) if isinstance(b, S.SharedSpec))
+    by_name = {g.name: g for g in case.groups}
+    return any(
+        removed and any(m.module.startswith(shared) for m in by_name[name].members)
+        for name, removed in case.plan.remove.items()
+    ) if shared else False
+
+
+def test_grouped_convs_and_shared_blocks_are_pruned_in_a_fair_share_of_examples():
+    """The property tests reach grouped convs and blocks run twice: of 60 drawn cases, some remove
+    a bundled position, some a channel of a shared-weights block."""
     seen = []
 
     @settings(max_examples=60, derandomize=True, deadline=None, database=None)
     @given(case=S.pruning_cases())
     def draw(case):
-        seen.append(_removes_bundle(case))
+        seen.append((_removes_bundle(case), _removes_shared(case)))
 
     draw()
-    assert sum(seen) >= 0.1 * len(seen), f"{sum(seen)} of {len(seen)} cases remove a bundled position"
+    bundled, shared = (sum(column) for column in zip(*seen))
+    assert bundled >= 0.1 * len(seen), f"{bundled} of {len(seen)} cases remove a bundled position"
+    assert shared >= 0.1 * len(seen), f"{shared} of {len(seen)} cases remove a channel of a shared block"
 
 
 @PROFILE
