@@ -13,6 +13,7 @@ from .errors import BaselineError, PruneError
 from .gates import CHECKS, SPEEDUP, compare, new_baselines
 from .provenance import data_change, dense_model_change, explain_changes
 from .methods import has_surgery, is_ratio_free
+from .models.zoo import declared_channels
 from .results import MethodResult
 from .run import candidate_id, method_id
 from .session import GateState
@@ -30,10 +31,12 @@ def unused_baselines(root: Path, model: str, methods: set[str]) -> list[str]:
 
 def model_checks(state: GateState) -> list[str]:
     """The checks that can fail on this model: colour selectivity needs a colour input. Listing
-    the gates (``--collect-only``) of a model that takes its input shape from the data lists it:
-    only the data would tell."""
-    if state.listing_only and state.run.info.input_shape is None:
-        return list(CHECKS)
+    the gates (``--collect-only``) builds no model and reads no data, so the channel count comes
+    from the spec (built-in and torchvision models); a factory's gates list the check, since only
+    its model or data would tell."""
+    if state.listing_only:  # nothing is built: the spec alone may say the channel count
+        channels = declared_channels(state.run.settings.model)
+        return [c for c in CHECKS if c != "colour_selectivity" or channels is None or channels >= 3]
     return [c for c in CHECKS if c != "colour_selectivity" or state.run.colour_input]
 
 

@@ -44,6 +44,7 @@ from .methods import (
     tucker,
 )
 from .models import ModelInfo, load_model
+from .models.zoo import model_name
 from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
 from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
 from .recovery import parse_recovery
@@ -171,7 +172,7 @@ class PruneRun:
 
     @property
     def name(self) -> str:
-        return self.settings.name or self.info.name
+        return self.settings.name or model_name(self.settings.model)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -43,19 +44,24 @@ def _embedded(name: str, model: nn.Module, input_shape: tuple[int, int, int], da
     return ModelInfo(name, name, model, input_shape, 10, data, weights=f"embedded:{EMBEDDED[name]}")
 
 
+# The input each built-in model takes, known before it is built (--collect-only builds nothing).
+_ZOO_SHAPES: dict[str, tuple[int, int, int]] = {"lenet5": (1, 32, 32), "lenet5-colour": (3, 32, 32)}
+_ZOO_SHAPES.update({f"cifar-resnet{d}": (3, 32, 32) for d in CIFAR_RESNET_DEPTHS})
+
+
 def _lenet5() -> ModelInfo:
-    return _embedded("lenet5", LeNet5(), (1, 32, 32), "digits")
+    return _embedded("lenet5", LeNet5(), _ZOO_SHAPES["lenet5"], "digits")
 
 
 def _lenet5_colour() -> ModelInfo:
-    return _embedded("lenet5-colour", LeNet5(in_channels=3), (3, 32, 32), "colour-digits")
+    return _embedded("lenet5-colour", LeNet5(in_channels=3), _ZOO_SHAPES["lenet5-colour"], "colour-digits")
 
 
 def _cifar(depth: int) -> Callable[[], ModelInfo]:
     def build() -> ModelInfo:
         name = f"cifar-resnet{depth}"
         # The CIFAR data lives outside the project; PRUNE_CIFAR10_DIR points at it.
-        return ModelInfo(name, name, cifar_resnet(depth), (3, 32, 32), 10, "cifar10")
+        return ModelInfo(name, name, cifar_resnet(depth), _ZOO_SHAPES[name], 10, "cifar10")
 
     return build
 
@@ -82,8 +88,7 @@ def _torchvision(name: str, spec: str) -> ModelInfo:
     torch.manual_seed(0)  # random weights, but the same ones every run
     model = builder(weights=None)
     size = 299 if name.startswith("inception") else 224
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
-    return ModelInfo(f"torchvision-{safe}", spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000",
+    return ModelInfo(model_name(spec), spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000",
                      any_size=True)
 
 
@@ -94,11 +99,32 @@ def spec_name(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{module}.{attr}" if attr else module)
 
 
+def model_name(spec: str) -> str:
+    """The name of a model's gates and baseline folder, from its spec alone (nothing is built):
+    ``lenet5``, ``torchvision-resnet18``, ``mypkg.net.build``."""
+    spec = spec.strip()
+    if spec in _ZOO:
+        return spec
+    if spec.startswith("torchvision:"):
+        return "torchvision-" + re.sub(r"[^A-Za-z0-9_.-]", "_", spec.split(":", 1)[1])
+    return spec_name(spec)
+
+
+def declared_channels(spec: str) -> int | None:
+    """The input's channel count where the spec alone says it (built-in and torchvision models),
+    else None: a factory's model says it only once built, or its data does."""
+    spec = spec.strip()
+    if spec in _ZOO_SHAPES:
+        return _ZOO_SHAPES[spec][0]
+    return 3 if spec.startswith("torchvision:") else None
+
+
 def _user_factory(spec: str) -> ModelInfo:
     factory = import_callable(spec, "--prune-model", "an nn.Module (or a pytest_prune.models.ModelInfo)")
     built = factory()
     if isinstance(built, ModelInfo):
-        return built
+        # gates are named from the spec (or --prune-name), so that listing them builds nothing
+        return dataclasses.replace(built, name=spec_name(spec))
     if not isinstance(built, nn.Module):
         raise SpecError(
             f"--prune-model {spec!r}: the factory returned {type(built).__name__}, not an "

@@ -1,6 +1,6 @@
 """When the work happens: a method is measured in its first item's setup, once; a failure there
-fails the method's other items with the same error, without re-running; --collect-only loads no
-data and traces nothing."""
+fails the method's other items with the same error, without re-running; --collect-only builds no
+model, loads no data and traces nothing."""
 
 import textwrap
 
@@ -26,6 +26,7 @@ USER = """
     from torch import nn
 
     def build():
+        Path("model-was-built").write_text("")
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                              nn.Flatten(), nn.Linear(4, 3))
 
@@ -59,11 +60,27 @@ def test_the_measurement_is_reported_as_the_first_items_setup(pytester):
     assert all(t < seconds for t in later)  # the others find it measured
 
 
-def test_collect_only_lists_the_gates_without_reading_the_data(pytester):
+def test_collect_only_lists_the_gates_without_building_the_model_or_reading_the_data(pytester):
     pytester.makepyfile(usernet=textwrap.dedent(USER))
     pytester.syspathinsert()
     result = pytester.runpytest("--prune-model=usernet:build", "--prune-data=usernet:data",
                                 "--prune-criteria=l1", "--prune-ratios=0.5", "--collect-only", "-q",
                                 "-p", "no:randomly")
-    result.stdout.fnmatch_lines(["usernet.build::l1-0.5::top1"])
+    result.stdout.fnmatch_lines(["usernet.build::l1-0.5::top1", "usernet.build::l1-0.5::colour_selectivity"])
     assert not (pytester.path / "data-was-read").exists()
+    assert not (pytester.path / "model-was-built").exists()
+
+
+def test_collect_only_builds_no_built_in_model(pytester, monkeypatch):
+    import pytest_prune.models.zoo as zoo
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--collect-only built a model")
+
+    monkeypatch.setattr(zoo, "build_model", refuse)
+    monkeypatch.setattr("pytest_prune.models.build_model", refuse)
+    result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5",
+                                "--collect-only", "-q", "-p", "no:randomly")
+    result.stdout.fnmatch_lines(["lenet5::l1-0.5::top1"])
+    assert "colour_selectivity" not in result.stdout.str()  # grey digits: known from the spec
+    assert result.ret == 0
