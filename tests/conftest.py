@@ -9,13 +9,13 @@ import numpy.fft  # noqa: F401
 import pandas  # noqa: F401
 import pytest
 import sklearn.datasets  # noqa: F401
-import torch
 from threadpoolctl import threadpool_limits
 
 import pytest_prune.plugin  # noqa: F401
 import pytest_prune.report  # noqa: F401
 import pytest_prune.run  # noqa: F401
 from pytest_prune.data import load_data
+from pytest_prune.modes import torch_threads
 
 load_data("digits")
 
@@ -27,8 +27,5 @@ def one_torch_thread():
     """One intra-op torch thread and one BLAS thread per test, restored afterwards. The test models
     are small: a second thread gains nothing, and on a shared 2-core machine spinning threads made
     the same tests 10-20x slower (measured on lsq, numpy's SVDs in VBMF and the surgery suite)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
+    with torch_threads(1), threadpool_limits(1):
         yield
-    torch.set_num_threads(previous)

@@ -24,6 +24,7 @@ from pytest_prune.detection import (
     output_structure,
 )
 from pytest_prune.errors import PruneError, SpecError
+from pytest_prune.modes import torch_threads
 from pytest_prune.measure import serialised_bytes
 
 SIZES = ((320, 320), (256, 384))  # H×W
@@ -35,11 +36,8 @@ def one_thread():
     test, and module-scoped fixtures (the detectors below) are set up before it; and numpy's
     OpenBLAS has threads of its own: two of them spinning on a shared 2-core CPU made its SVD of a
     256×2304 unfolding (VBMF) take 3 s instead of 0.04 s."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
+    with torch_threads(1), threadpool_limits(1):
         yield
-    torch.set_num_threads(previous)
 
 
 def image(h: int, w: int, seed: int = 0) -> torch.Tensor:

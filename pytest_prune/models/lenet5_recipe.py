@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.colour_digits import colour_digits
+from ..modes import torch_threads
 from ..data.digits import SPLIT_RECIPE, load_digits_bundle
 from .lenet5 import LeNet5
 
@@ -58,17 +59,14 @@ def _repeatable_cpu() -> Iterator[None]:
 
     Thread count changes how CPU reductions are split, and so the last bits of the weights.
     """
-    threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch_threads(1), torch.random.fork_rng(devices=[]):
             yield
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.set_num_threads(threads)
 
 
 def _shifted(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from planted_net import Trained, train_planted
+
+from pytest_prune.modes import torch_threads
 
 
 @pytest.fixture(scope="session")
 def trained_tiny() -> Trained:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return train_planted()
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture
