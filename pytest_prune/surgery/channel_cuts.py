@@ -35,10 +35,9 @@ from typing import Any
 import torch
 import torch_pruning as tp
 from torch.overrides import TorchFunctionMode
-from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency import Node
-from torch_pruning.dependency import index_mapping as tp_index_mapping
 
+from .tp_private import HybridIndex, SplitOp, index_mapping
 _GRAPH_ATTRIBUTE = "_pytest_prune_channel_reshapes"
 _RESHAPES = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"}
 _CUTS = (tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE)
@@ -97,7 +96,7 @@ def attach(graph: tp.DependencyGraph, reshapes: record_channel_reshapes) -> None
 def guard_reshape_mapping() -> None:
     """Install, once, a guard around Torch-Pruning's reshape index mapping that skips the
     reshapes recorded for the graph being mapped; every other reshape is mapped as before."""
-    original = tp_index_mapping.update_reshape_index_mapping
+    original = index_mapping.update_reshape_index_mapping
     if getattr(original, "_pytest_prune_guard", False):
         return
 
@@ -108,7 +107,7 @@ def guard_reshape_mapping() -> None:
         return original(graph, node)
 
     guarded._pytest_prune_guard = True
-    tp_index_mapping.update_reshape_index_mapping = guarded
+    index_mapping.update_reshape_index_mapping = guarded
 
 
 def _split_sizes(node: Node) -> list[int] | None:
@@ -155,23 +154,23 @@ class _PartOffset:
     """The index mapping between a split along channels and a consumer of its parts ``parts``
     (sizes read at call time, so that it follows Torch-Pruning's split pruner as channels go)."""
 
-    def __init__(self, split: tp.ops._SplitOp, parts: list[int], into_part: bool):
+    def __init__(self, split: SplitOp, parts: list[int], into_part: bool):
         self.split = split
         self.parts = parts
         self.into_part = into_part
 
-    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+    def __call__(self, idxs: list[HybridIndex]) -> list[HybridIndex]:
         sizes = self.split.split_sizes
         spans = [(sum(sizes[:k]), sizes[k]) for k in self.parts]
         if self.into_part:
             return [
-                _HybridIndex(idx=i.idx - start, root_idx=i.root_idx)
+                HybridIndex(idx=i.idx - start, root_idx=i.root_idx)
                 for i in idxs
                 for start, size in spans
                 if start <= i.idx < start + size
             ]
         return [
-            _HybridIndex(idx=start + i.idx, root_idx=i.root_idx)
+            HybridIndex(idx=start + i.idx, root_idx=i.root_idx)
             for i in idxs
             for start, size in spans
             if i.idx < size
@@ -216,11 +215,11 @@ class _Unflatten:
         self.stride = stride
         self.into_channels = into_channels
 
-    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+    def __call__(self, idxs: list[HybridIndex]) -> list[HybridIndex]:
         if self.into_channels:
-            return list({_HybridIndex(idx=i.idx // self.stride, root_idx=i.root_idx) for i in idxs})
+            return list({HybridIndex(idx=i.idx // self.stride, root_idx=i.root_idx) for i in idxs})
         return [
-            _HybridIndex(idx=i.idx * self.stride + k, root_idx=i.root_idx)
+            HybridIndex(idx=i.idx * self.stride + k, root_idx=i.root_idx)
             for i in idxs
             for k in range(self.stride)
         ]

@@ -15,26 +15,26 @@ no channel may be removed through them.
 from __future__ import annotations
 
 import torch_pruning as tp
-from torch_pruning._helpers import _HybridIndex
 from torch_pruning.dependency import Node, shape_infer
 
+from .tp_private import ConcatOp, HybridIndex
 
 class _ConcatSegment:
     """Input ``k`` of a concat: its channel ``i`` is concat channel ``offset(k) + i``."""
 
-    def __init__(self, concat: tp.ops._ConcatOp, k: int, into_concat: bool):
+    def __init__(self, concat: ConcatOp, k: int, into_concat: bool):
         self.concat = concat
         self.k = k
         self.into_concat = into_concat
 
-    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+    def __call__(self, idxs: list[HybridIndex]) -> list[HybridIndex]:
         sizes = self.concat.concat_sizes
         start = sum(sizes[: self.k])
         end = start + sizes[self.k]
         if self.into_concat:
-            return [_HybridIndex(idx=i.idx + start, root_idx=i.root_idx) for i in idxs]
+            return [HybridIndex(idx=i.idx + start, root_idx=i.root_idx) for i in idxs]
         return [
-            _HybridIndex(idx=i.idx - start, root_idx=i.root_idx)
+            HybridIndex(idx=i.idx - start, root_idx=i.root_idx)
             for i in idxs
             if start <= i.idx < end
         ]

@@ -1,4 +1,4 @@
-"""Teaching Torch-Pruning the option-A shortcut (:class:`~pytest_prune.models.cifar_resnet.PadShortcut`).
+"""Teaching Torch-Pruning the option-A shortcut (:class:`~pytest_prune.layers.PadShortcut`).
 
 The shortcut places input channel ``i`` at output channel ``positions[i]`` and fills the other
 output channels with zeros. Torch-Pruning would treat an unknown module as element-wise (input
@@ -20,11 +20,11 @@ from __future__ import annotations
 from typing import Callable, Iterator, Sequence
 
 import torch_pruning as tp
-from torch_pruning._helpers import _HybridIndex
 
-from ..models.cifar_resnet import PadShortcut
+from ..layers import PadShortcut
+from .tp_private import HybridIndex
 
-IndexMap = Callable[[list[_HybridIndex]], list[_HybridIndex]]
+IndexMap = Callable[[list[HybridIndex]], list[HybridIndex]]
 
 
 class PadShortcutPruner(tp.pruner.BasePruningFunc):
@@ -57,10 +57,10 @@ class _InputToOutput:
     def __init__(self, shortcut: PadShortcut):
         self.shortcut = shortcut
 
-    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+    def __call__(self, idxs: list[HybridIndex]) -> list[HybridIndex]:
         # Read ``positions`` at call time: it is renumbered every time the shortcut is pruned.
         positions = self.shortcut.positions
-        return [_HybridIndex(idx=positions[i.idx], root_idx=i.root_idx) for i in idxs]
+        return [HybridIndex(idx=positions[i.idx], root_idx=i.root_idx) for i in idxs]
 
 
 class _OutputToInput:
@@ -69,10 +69,10 @@ class _OutputToInput:
     def __init__(self, shortcut: PadShortcut):
         self.shortcut = shortcut
 
-    def __call__(self, idxs: list[_HybridIndex]) -> list[_HybridIndex]:
+    def __call__(self, idxs: list[HybridIndex]) -> list[HybridIndex]:
         source = {p: i for i, p in enumerate(self.shortcut.positions)}
         return [
-            _HybridIndex(idx=source[i.idx], root_idx=i.root_idx) for i in idxs if i.idx in source
+            HybridIndex(idx=source[i.idx], root_idx=i.root_idx) for i in idxs if i.idx in source
         ]
 
 

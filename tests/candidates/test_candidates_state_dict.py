@@ -11,7 +11,7 @@ from candidate_nets import TinyVGG, max_diff, randomise_batchnorm, same_plan
 
 from pytest_prune.candidates import load_candidate, match_filters
 from pytest_prune.errors import WeightsError
-from pytest_prune.models.cifar_resnet import PadShortcut
+from pytest_prune.layers import PadShortcut
 from pytest_prune.plan import PrunePlan
 from pytest_prune.surgery import find_channel_groups, prune_model
 

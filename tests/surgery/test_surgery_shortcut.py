@@ -13,7 +13,7 @@ from torch import nn
 
 from pytest_prune.equivalence import check_pruned_sizes, max_abs_difference
 from pytest_prune.models import build_model, load_weights
-from pytest_prune.models.cifar_resnet import PadShortcut
+from pytest_prune.layers import PadShortcut
 from pytest_prune.plan import PrunePlan
 from pytest_prune.surgery import PadShortcutPruner, find_channel_groups, prune_model
 from pytest_prune.surgery.graph import trace_model
