@@ -42,10 +42,11 @@ def first_layer_colour(
     modules = dict(dense.named_modules())
     after = names[names.index(first_conv) + 1] if names.index(first_conv) + 1 < len(names) else None
     layer = after if after and isinstance(modules[after], nn.modules.batchnorm._BatchNorm) else first_conv
-    images = data.evaluation_images(image_count)
+    device = modules[first_conv].weight.device  # the images go where the layer reading them is
+    images = data.evaluation_images(image_count).to(device)
     if images.shape[1] != 3:
         # grey input: the grey image is the image, so every filter's index is 0 by definition
-        return group, layer, torch.zeros(group.size)
+        return group, layer, torch.zeros(group.size, device=device)
     csi = colour_selectivity(dense, layer, images, denormalise=data.denormalise, normalise=data.normalise)
     return group, layer, csi[list(group.root_indices)]
 

@@ -11,16 +11,26 @@ from torch import nn
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode (BatchNorm on running statistics) for the block; every module's own
-    mode is restored afterwards, so a model with mixed modes comes back exactly as it was."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
+def modes_kept(*models: nn.Module) -> Iterator[None]:
+    """Restore every module's own train/eval flag on exit, whatever the block switched: a model
+    with mixed modes (a frozen BatchNorm in eval inside a training model) comes back exactly as
+    it was, where ``model.train(was_training)`` would flatten it."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
     try:
-        yield model
+        yield
     finally:
-        for m, training in modes.items():
-            m.training = training
+        for module, training in saved:
+            module.training = training
+
+
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[nn.Module | tuple[nn.Module, ...]]:
+    """The models in eval mode (BatchNorm on running statistics) for the block, every module's
+    own mode restored afterwards (:func:`modes_kept`). Yields the model, or the tuple of them."""
+    with modes_kept(*models):
+        for model in models:
+            model.eval()
+        yield models[0] if len(models) == 1 else models
 
 
 @contextmanager

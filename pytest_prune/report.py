@@ -45,7 +45,7 @@ def report_figures(run: PruneRun, results: Sequence[MethodResult]) -> dict:
     shown = next((r for r in results if r.plan is not None and r.pruned_model is not None), None)
     if shown is None:
         return {}
-    images = run.data.evaluation_images(REPORT_IMAGES)
+    images = run.data.evaluation_images(REPORT_IMAGES).to(run.settings.device)
     method = run.settings.attribution_method
     targets = predicted_classes(run.info.model, images)  # both explain the dense decision
     dense = attribution_maps(run.info.model, images, targets, method, normalise=run.data.normalise)
@@ -55,9 +55,9 @@ def report_figures(run: PruneRun, results: Sequence[MethodResult]) -> dict:
     }
     return {
         "attribution": {
-            "dense": dense.numpy(),
-            "pruned": pruned.numpy(),
-            "images": run.data.denormalise(images).clamp(0, 1).numpy(),
+            "dense": dense.cpu().numpy(),
+            "pruned": pruned.cpu().numpy(),
+            "images": run.data.denormalise(images).clamp(0, 1).cpu().numpy(),
             "label": f"{method.replace('_', ' ')} maps, dense {run.name} and {shown.method}",
         },
         "filters_removed": removed,

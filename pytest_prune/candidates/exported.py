@@ -168,7 +168,8 @@ def check_archive(file: CandidateFile) -> None:
             _check_program(file, record)
         elif record.startswith("data/sample_inputs/"):
             try:
-                torch.load(io.BytesIO(file.read(record)), weights_only=True)
+                # read onto the CPU: a program exported on a GPU is checked on any machine
+                torch.load(io.BytesIO(file.read(record)), weights_only=True, map_location="cpu")
             except Exception as exc:  # any failure here would make torch retry unsafely
                 raise _refuse(
                     file, f"its sample inputs are not plain tensors ({type(exc).__name__})"
@@ -345,9 +346,14 @@ def load_exported(file: CandidateFile, example_input: torch.Tensor) -> ExportedM
     (``torch.export`` raises on ``.eval()``); it behaves as the program was exported. Raises
     :class:`WeightsError` when the program's input shape does not fit ``example_input``'s samples.
     """
+    from torch.export.passes import move_to_device_pass
+
     check_archive(file)
     try:
         program = torch.export.load(io.BytesIO(file.data))
+        # a program keeps the device it was exported on, in its weights and in device arguments
+        # of its graph; it runs where the example input is
+        program = move_to_device_pass(program, example_input.device)
         model = ExportedModel(program, str(file.path))
     except Exception as exc:  # torch raises many types for archives of other versions
         raise WeightsError(

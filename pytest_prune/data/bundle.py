@@ -37,15 +37,15 @@ class DataBundle:
     def denormalise(self, images: torch.Tensor) -> torch.Tensor:
         if self.pixel_mean is None or self.pixel_std is None:
             return images
-        mean = torch.tensor(self.pixel_mean, dtype=images.dtype).view(-1, 1, 1)
-        std = torch.tensor(self.pixel_std, dtype=images.dtype).view(-1, 1, 1)
+        mean = torch.tensor(self.pixel_mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
         return images * std + mean
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.pixel_mean is None or self.pixel_std is None:
             return pixels
-        mean = torch.tensor(self.pixel_mean, dtype=pixels.dtype).view(-1, 1, 1)
-        std = torch.tensor(self.pixel_std, dtype=pixels.dtype).view(-1, 1, 1)
+        mean = torch.tensor(self.pixel_mean, dtype=pixels.dtype, device=pixels.device).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=pixels.dtype, device=pixels.device).view(-1, 1, 1)
         return (pixels - mean) / std
 
     def evaluation_images(self, count: int) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..measure.macs import count_model
+from ..modes import eval_mode
 from .errors import DecompositionError
 from .ranks import rank_rule
 from .tucker import Tucker2Ranks, decompose_conv, tucker2_cascade
@@ -107,13 +108,10 @@ def _input_shapes(model: nn.Module, example_input: torch.Tensor) -> dict[str, li
                 shapes.setdefault(name, []).append(tuple(inputs[0].shape[1:]))
 
             hooks.append(module.register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(example_input)
     finally:
-        model.train(was_training)
         for handle in hooks:
             handle.remove()
     return shapes

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..modes import eval_mode
+
 
 EVALUATION_BATCH_SIZE = 256  # batch composition can move a logit's last bit: one size everywhere
 
@@ -46,11 +48,8 @@ def evaluate_together(
     batch_size: int = EVALUATION_BATCH_SIZE,
 ) -> list[Accuracy]:
     """Each model's accuracy, in eval mode, from one pass over ``data``; modes are restored afterwards."""
-    modes = [model.training for model in models]
-    for model in models:
-        model.eval()
     correct, loss_sums, total = [0] * len(models), [0.0] * len(models), 0
-    try:
+    with eval_mode(*models):
         for x, y in batches_of(data, batch_size):
             x, y = x.to(device), y.to(device)
             for index, model in enumerate(models):
@@ -58,9 +57,6 @@ def evaluate_together(
                 correct[index] += int((logits.argmax(1) == y).sum())
                 loss_sums[index] += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             total += len(y)
-    finally:
-        for model, training in zip(models, modes):
-            model.train(training)
     if total == 0:
         return [Accuracy(0.0, 0.0, 0) for _ in models]
     return [Accuracy(hits / total, loss / total, total) for hits, loss in zip(correct, loss_sums)]

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError, SpecError, TraceError
+from ..modes import eval_mode
 
 Method = Literal["integrated_gradients", "saliency", "gradcam"]
 METHODS: tuple[str, ...] = ("integrated_gradients", "saliency", "gradcam")
@@ -112,12 +113,8 @@ def _attribute_batch(
 @torch.no_grad()
 def predicted_classes(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The model's top-1 class for each image, in eval mode (the model's mode is restored)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return torch.cat([model(chunk).argmax(dim=1) for chunk in images.split(batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def attribution_maps(
@@ -151,15 +148,11 @@ def attribution_maps(
     targets = torch.as_tensor(targets, device=images.device).reshape(-1)
     if batch_size is None:
         batch_size = _images_per_call(images, method, n_steps)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         maps = [
             _attribute_batch(model, chunk, target_chunk, method, n_steps, layer, normalise).detach()
             for chunk, target_chunk in zip(images.split(batch_size), targets.split(batch_size))
         ]
-    finally:
-        model.train(was_training)
     return torch.cat(maps)
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError, PruneError
+from ..modes import eval_mode
 
 LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma of R, G, B
 COLOUR_SELECTIVE_THRESHOLD = 0.25
@@ -98,17 +99,15 @@ def channel_responses(model: nn.Module, layer_name: str, images: torch.Tensor, b
         raise _Captured
 
     handle = module.register_forward_hook(capture)
-    was_training = model.training
-    model.eval()
     try:
-        for chunk in images.split(batch_size):
-            try:
-                model(chunk)
-            except _Captured:
-                pass
+        with eval_mode(model):
+            for chunk in images.split(batch_size):
+                try:
+                    model(chunk)
+                except _Captured:
+                    pass
     finally:
         handle.remove()
-        model.train(was_training)
     out = torch.cat(captured)
     peaks = out.flatten(2).amax(dim=2) if out.dim() > 2 else out
     return peaks.clamp(min=0)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import PruneError
+from ..modes import eval_mode, torch_threads
 
 DEFAULT_REPEATS = 30
 DEFAULT_WARMUP = 5
@@ -83,13 +84,8 @@ def interleaved_latency(
             f"latency needs repeats ≥ 1, warmup ≥ 0 and threads ≥ 1; got repeats={repeats}, "
             f"warmup={warmup}, threads={threads}"
         )
-    modes = [m.training for m in models]
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     samples: list[list[float]] = [[] for _ in models]
-    try:
-        for m in models:
-            m.eval()
+    with torch_threads(threads), eval_mode(*models):
         for _ in range(warmup):
             for m in models:
                 m(example_input)
@@ -97,10 +93,6 @@ def interleaved_latency(
             order = range(len(models)) if r % 2 == 0 else reversed(range(len(models)))
             for i in order:
                 samples[i].append(_timed_pass(models[i], example_input))
-    finally:
-        torch.set_num_threads(previous_threads)
-        for m, mode in zip(models, modes):
-            m.train(mode)
     return [_summary(s, threads) for s in samples]
 
 

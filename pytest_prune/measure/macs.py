@@ -24,6 +24,8 @@ from math import prod
 import torch
 from torch import nn
 
+from ..modes import eval_mode
+
 
 @dataclass(frozen=True)
 class LayerCount:
@@ -65,12 +67,10 @@ def count_model(model: nn.Module, example_input: torch.Tensor) -> ModelCount:
                 macs[name] = macs.get(name, 0) + _macs_of(mod, output, batch)
 
             hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        model(example_input)
+        with eval_mode(model):
+            model(example_input)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     if not hooks:

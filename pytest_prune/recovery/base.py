@@ -13,9 +13,8 @@ Steps never import pytest, the plugin, or Torch-Pruning: they are a library usab
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterator, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -107,17 +106,6 @@ class RecoveryStep(ABC):
 
 
 # -- helpers the steps share ------------------------------------------------------------------
-
-
-@contextmanager
-def modes_kept(*models: nn.Module) -> Iterator[None]:
-    """Restore every module's train/eval flag on exit: steps switch modes, callers never notice."""
-    saved = [(m, m.training) for model in models for m in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in saved:
-            module.train(training)
 
 
 def calibration_inputs(

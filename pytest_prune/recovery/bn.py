@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..groups import is_batchnorm
-from .base import RecoveryContext, RecoveryStep, StepReport, calibration_inputs, modes_kept
+from ..modes import modes_kept
+from .base import RecoveryContext, RecoveryStep, StepReport, calibration_inputs
 from .registry import register
 
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .base import RecoveryContext, RecoveryStep, StepReport, modes_kept
+from ..modes import modes_kept
+from .base import RecoveryContext, RecoveryStep, StepReport
 from .registry import register
 
 

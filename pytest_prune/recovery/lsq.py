@@ -55,7 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..groups import is_conv_or_linear
-from .base import RecoveryContext, RecoveryStep, StepReport, calibration_inputs, modes_kept
+from ..modes import modes_kept
+from .base import RecoveryContext, RecoveryStep, StepReport, calibration_inputs
 from .registry import register
 
 ROW_IMAGES = 256  # images whose rows are built at a time (bounds the float64 row block)

@@ -12,7 +12,6 @@ model's device and with its train/eval flags; the dense model is only read.
 from __future__ import annotations
 
 import copy
-import itertools
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -21,10 +20,12 @@ import torch
 from torch import nn
 
 from ..data.bundle import DataBundle
+from ..devices import model_device, resolve_device
 from ..errors import SpecError
 from ..groups import ChannelGroup
 from ..plan import PrunePlan
-from .base import Progress, RecoveryContext, RecoveryStep, StepReport, no_progress, modes_kept
+from ..modes import modes_kept
+from .base import Progress, RecoveryContext, RecoveryStep, StepReport, no_progress
 from .registry import get_step
 
 
@@ -45,30 +46,6 @@ class RecoveryResult:
     def skipped(self) -> dict[str, str]:
         """``step: module`` → why the step left that module alone."""
         return {f"{s.step}: {name}": why for s in self.steps for name, why in s.skipped.items()}
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``cpu``, ``cuda[:N]`` (only where CUDA is available) or ``auto`` (CUDA if available)."""
-    text = str(device)
-    if text == "auto":
-        text = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(text)
-    except RuntimeError:
-        raise SpecError(f"device {text!r} is not a torch device; use cpu, cuda or auto") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SpecError(
-                f"recovery on device {text!r} was asked for, but CUDA is not available here; use cpu (or auto)"
-            )
-        if resolved.index is None:  # name the device, so that models already there are not copied
-            resolved = torch.device("cuda", torch.cuda.current_device())
-    return resolved
-
-
-def model_device(model: nn.Module) -> torch.device:
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def on_device(model: nn.Module, device: torch.device) -> nn.Module:

@@ -34,6 +34,7 @@ from torch_pruning.dependency import Node
 
 from ..errors import TraceError
 from ..models.cifar_resnet import PadShortcut
+from ..modes import modes_kept
 from .channel_cuts import (
     attach,
     guard_reshape_mapping,
@@ -186,15 +187,6 @@ def _autograd_clock() -> int:
     thread in order, so the nodes numbered between two readings are those created in between."""
     with torch.enable_grad():
         return (torch.zeros((), requires_grad=True) * 1).grad_fn._sequence_nr()
-
-
-def _module_modes(model: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in model.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for module, training in modes.items():
-        module.training = training
 
 
 def _output_leaves(out: Any) -> Iterable[Any]:
@@ -461,14 +453,13 @@ def trace_model(
     names = {m: n for n, m in model.named_modules()}
     watched = [m for m in model.modules() if _owns_tensors(m)]
     recording = _Recording()
-    modes = _module_modes(model)
     try:
         x = _input_leaf(example_input)
         reshapes = record_channel_reshapes()
         graph = tp.DependencyGraph()
         attach(graph, reshapes)
         guard_reshape_mapping()
-        with torch.enable_grad():
+        with modes_kept(model), torch.enable_grad():
             graph.build_dependency(
                 model,
                 x,
@@ -483,8 +474,6 @@ def trace_model(
             f"({type(exc).__name__}: {exc}); the model must be a plain feed-forward torch.nn "
             "network whose forward takes one tensor"
         ) from exc
-    finally:
-        _restore_modes(modes)
     if recording.problem:
         raise TraceError(recording.problem)
     ignore = set(ignore)

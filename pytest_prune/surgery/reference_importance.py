@@ -14,6 +14,7 @@ import torch_pruning as tp
 from torch import nn
 
 from ..groups import ChannelGroup
+from ..modes import eval_mode
 from .graph import trace_model
 
 REFERENCE_IMPORTANCES = ("tp-l1", "tp-taylor", "tp-lamp", "tp-bnscale")
@@ -42,13 +43,10 @@ def torch_pruning_scores(
     importance = _importance(kind)
     if kind == "tp-taylor":
         # Taylor reads the gradients stored on the weights: accumulate them on calibration data.
-        was_training = model.training
-        model.eval()
         model.zero_grad(set_to_none=True)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             for x, y in batches:
                 nn.functional.cross_entropy(model(x), y).backward()
-        model.train(was_training)
     traced = trace_model(model, example_input, check_layers=False)
     modules = dict(model.named_modules())
     out: dict[str, torch.Tensor] = {}
