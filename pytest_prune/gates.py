@@ -19,17 +19,35 @@ change a team would call a regression, or it lets one through.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from .baselines import CheckBaseline
 
 
 @dataclass(frozen=True)
-class CheckSpec:
+class Check:
+    """One gated number: its direction, default tolerance, where a result holds it, and which
+    methods it applies to. Adding a check is one entry below (plus, for a new measurement, the
+    result field that holds it)."""
+
     name: str
     better: Literal["lower", "higher", "either"]  # "either": a move either way is a change
     tolerance: float
     meaning: str
+    field: str  # the MethodResult attribute holding the value (None there: not measured)
+    channels_only: bool = False  # applies only to methods that remove channels by surgery
+
+    def applies_to(self, method: Any) -> bool:
+        """Whether the check applies to ``method`` (a :class:`pytest_prune.methods.Method`)."""
+        return method.removes_channels or not self.channels_only
+
+    def read(self, result: Any) -> float | None:
+        """The value in ``result`` (a :class:`pytest_prune.results.MethodResult`), None if absent."""
+        value = getattr(result, self.field)
+        return None if value is None else float(value)
+
+
+CheckSpec = Check  # the name before checks knew their field
 
 
 CHECKS: dict[str, CheckSpec] = {
@@ -39,44 +57,49 @@ CHECKS: dict[str, CheckSpec] = {
         # when the drop holds. Cross-CPU: 0 (no image changed its class in any of the 83 methods);
         # 0.01 is one point of accuracy, the smallest loss we call a regression (3.6 of digits' 360
         # held-out images, 9 of CIFAR's exact 932).
-        CheckSpec("top1", "higher", 0.01, "top-1 of the compressed model on the evaluation split"),
+        Check("top1", "higher", 0.01, "top-1 of the compressed model on the evaluation split", "top1_pruned"),
         # Cross-CPU: 0, as for top1; same regression threshold.
-        CheckSpec("accuracy_drop", "lower", 0.01, "dense top-1 minus compressed top-1 (fraction)"),
+        Check("accuracy_drop", "lower", 0.01, "dense top-1 minus compressed top-1 (fraction)", "accuracy_drop"),
         # MACs and parameter counts are exact integers (their ratio is the same float on every
         # IEEE machine): any change either way is a change of architecture, so tolerance 0.
-        CheckSpec("macs_reduction", "either", 0.0, "1 - compressed MACs / dense MACs"),
-        CheckSpec("params_reduction", "either", 0.0, "1 - compressed params / dense params"),
+        Check("macs_reduction", "either", 0.0, "1 - compressed MACs / dense MACs", "macs_reduction"),
+        Check("params_reduction", "either", 0.0, "1 - compressed params / dense params", "params_reduction"),
         # Cross-CPU: 3.8e-6 (largest move, ResNet-20; 1.9e-6 on LeNet-5); a real surgery fault
         # moves the logits by far more than 1e-5 (a nudge of 1e-3 in one bias is caught:
         # tests/fidelity).
-        CheckSpec(
+        Check(
             "surgery_equivalence",
             "lower",
             1e-5,
             "max |pruned(x) - masked dense(x)| over evaluation inputs",
+            "equivalence_max_abs",
+            channels_only=True,
         ),
         # Cross-CPU: 2.9e-5 (ResNet-20; 2.6e-5 on LeNet-5). 0.05 is the gap that separates criteria
         # in the README's retention table (attribution vs l1 at ratio 0.5): a loss that large is a
         # regression, a smaller one noise.
-        CheckSpec(
+        Check(
             "attribution_retention",
             "higher",
             0.05,
             "mean Spearman correlation of dense and compressed attribution maps",
+            "attribution_spearman",
         ),
         # Which filters go is a finding, not a score: a change either way is worth a look.
         # Cross-CPU: 0. Below 1/5 (LeNet-5 removes at most 5 of its 6 first-layer filters), so one
         # colour filter kept instead of removed, or the reverse, fails.
-        CheckSpec(
+        Check(
             "colour_selectivity",
             "either",
             0.1,
             "share of colour-selective filters among the removed first-layer filters",
+            "colour_selective_pruned",
+            channels_only=True,
         ),
     )
 }
 # Checked against --prune-min-speedup, not against a baseline: latency is machine-specific.
-SPEEDUP = CheckSpec("speedup", "higher", 0.0, "dense latency / compressed latency (CPU, median)")
+SPEEDUP = Check("speedup", "higher", 0.0, "dense latency / compressed latency (CPU, median)", "speedup")
 
 
 @dataclass(frozen=True)
@@ -108,7 +131,7 @@ class GateOutcome:
 _DIRECTION = {"lower": "lower is better", "higher": "higher is better", "either": "any move is a change"}
 
 
-def spec_of(check: str) -> CheckSpec:
+def spec_of(check: str) -> Check:
     return SPEEDUP if check == SPEEDUP.name else CHECKS[check]
 
 

@@ -12,7 +12,7 @@ from .baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from .errors import BaselineError, PruneError
 from .gates import CHECKS, SPEEDUP, compare, new_baselines
 from .provenance import data_change, dense_model_change, explain_changes
-from .methods import has_surgery, is_ratio_free
+from .methods import get_method, is_ratio_free
 from .models.zoo import declared_channels
 from .results import MethodResult
 from .run import candidate_id, method_id
@@ -54,8 +54,7 @@ class ModelGates(pytest.Collector):
             ratios = [None] if is_ratio_free(criterion) else opts.ratios
             # equivalence and colour checks need removed channels; pure decompositions have none
             checks = [
-                c for c in model_checks(self.state)
-                if c not in ("surgery_equivalence", "colour_selectivity") or has_surgery(criterion)
+                c for c in model_checks(self.state) if CHECKS[c].applies_to(get_method(criterion))
             ]
             if opts.min_speedup is not None:
                 checks.append(SPEEDUP.name)
@@ -132,7 +131,7 @@ class GateItem(pytest.Item):
         if self.state.options.update:  # a baseline file holds every check: measure them all
             run.complete(result, *model_checks(self.state))
         store = BaselineStore(self.state.options.baselines)
-        settings = run.settings_record(result.recovery)
+        settings = run.settings_record(result.recovery, result.criterion)
         if self.check == SPEEDUP.name:
             minimum = CheckBaseline(self.state.options.min_speedup or 0.0, 0.0)
             self._judge(compare(self.check, result.checks()[self.check], minimum), "--prune-min-speedup")

@@ -14,8 +14,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,33 +25,63 @@ from .criteria import ScoringContext, known_criteria
 from .decompose import HIGH_DIMENSIONAL_WEIGHTS, decompose_model, is_high_dimensional
 from .errors import SpecError
 from .groups import ChannelGroup
+from .measure import count_model
 from .plan import PrunePlan
 
-DECOMPOSITIONS = ("tucker", "tucker-vbmf", "meanvar+tucker")
-RATIO_FREE = ("tucker-vbmf", "meanvar-auto", "meanvar+tucker")
+@dataclass(frozen=True)
+class Method:
+    """A way of compressing a model, and what follows from it for the rest of the run.
+
+    ``ratio_free``: it chooses its own amount and runs once, not per ratio. ``removes_channels``:
+    its result comes out of the channel surgery, so the surgery-equivalence and colour checks
+    apply. ``compress``: ``compress(run, target) -> OneShot`` for a method that is not a criterion's
+    plan followed by surgery (``run`` is the :class:`~pytest_prune.run.PruneRun`); None for the
+    criteria, which :meth:`PruneRun.one_shot` plans and prunes itself.
+    """
+
+    name: str
+    ratio_free: bool = False
+    removes_channels: bool = True
+    compress: Callable[[Any, Any], Any] | None = None
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Add a method that is not a criterion (criteria register in :mod:`pytest_prune.criteria`)."""
+    _METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The method named ``name``: a registered one, or a criterion at a ratio."""
+    name = name.strip()
+    if name in _METHODS:
+        return _METHODS[name]
+    if name in known_criteria():
+        return Method(name)
+    raise SpecError(
+        f"unknown pruning criterion {name!r}; known criteria and methods: "
+        f"{', '.join(known_methods())} (check --prune-criteria)"
+    )
 
 
 def known_methods() -> list[str]:
-    return sorted(set(known_criteria()) | set(DECOMPOSITIONS) | set(RATIO_FREE))
+    return sorted(set(known_criteria()) | set(_METHODS))
 
 
 def check_method(name: str) -> str:
-    name = name.strip()
-    if name not in known_methods():
-        raise SpecError(
-            f"unknown pruning criterion {name!r}; known criteria and methods: "
-            f"{', '.join(known_methods())} (check --prune-criteria)"
-        )
-    return name
+    return get_method(name).name
 
 
 def is_ratio_free(name: str) -> bool:
-    return name in RATIO_FREE
+    return get_method(name).ratio_free
 
 
 def has_surgery(name: str) -> bool:
     """Whether the method removes channels (so the surgery-equivalence check applies)."""
-    return name not in ("tucker", "tucker-vbmf")
+    return get_method(name).removes_channels
 
 
 @dataclass
@@ -80,14 +111,62 @@ def meanvar_auto_plan(ctx: ScoringContext) -> PrunePlan:
     return MeanVariance().natural_plan(ctx)
 
 
-def tucker(model: nn.Module, example: torch.Tensor, method: str, ratio: float | None) -> Decomposed:
-    """Decompose for ``tucker`` (rank fraction ``ratio``), ``tucker-vbmf`` or the Tucker half of
-    ``meanvar+tucker`` (VBMF on the high-dimensional convs only)."""
-    if method == "tucker":
-        new, report = decompose_model(model, example, ranks="fraction", value=ratio)
-    elif method == "tucker-vbmf":
-        new, report = decompose_model(model, example, ranks="vbmf")
-    else:
-        new, report = decompose_model(model, example, ranks="vbmf", threshold=HIGH_DIMENSIONAL_WEIGHTS)
+def _decomposed_shot(run: Any, decomposed: Decomposed, ratio: float | None, seconds: float) -> Any:
+    from .results import OneShot
+
+    return OneShot(
+        plan=None, ratio=ratio, model=decomposed.model, top1=run.top1_of(decomposed.model),
+        count=count_model(decomposed.model, run.example_input), score_seconds=seconds,
+        prune_seconds=0.0, equivalence_max_abs=None, notes=decomposed.notes,
+    )
+
+
+def _decompose(model: nn.Module, example: torch.Tensor, **how: Any) -> Decomposed:
+    new, report = decompose_model(model, example, **how)
     notes = [f"{layer.name}: {layer.decision} ({layer.reason})" for layer in report.layers]
     return Decomposed(new.eval(), notes)
+
+
+def _rank_fractions_only(method: str, target: Any) -> None:
+    from .budget import Budget
+
+    if isinstance(target, Budget):
+        raise SpecError(f"{method!r} takes rank fractions, not budgets such as {target.label}")
+
+
+def _tucker(run: Any, target: float) -> Any:
+    _rank_fractions_only("tucker", target)
+    start = time.perf_counter()
+    decomposed = _decompose(run.info.model.eval(), run.example_input, ranks="fraction", value=target)
+    return _decomposed_shot(run, decomposed, target, time.perf_counter() - start)
+
+
+def _tucker_vbmf(run: Any, target: None) -> Any:
+    start = time.perf_counter()
+    decomposed = _decompose(run.info.model.eval(), run.example_input, ranks="vbmf")
+    return _decomposed_shot(run, decomposed, None, time.perf_counter() - start)
+
+
+def _meanvar_auto(run: Any, target: None, groups: Sequence[ChannelGroup] | None = None) -> Any:
+    model = run.info.model.eval()
+    start = time.perf_counter()
+    ctx = ScoringContext(model=model, groups=run.groups if groups is None else groups,
+                         seed=run.settings.seed, device=torch.device(run.settings.device))
+    plan = meanvar_auto_plan(ctx)
+    return run.pruned_shot(plan, time.perf_counter() - start, plan.count() / sum(g.size for g in run.groups))
+
+
+def _meanvar_tucker(run: Any, target: None) -> Any:
+    """Statistics pruning on the low-dimensional convs, then VBMF Tucker on the high-dimensional."""
+    shot = _meanvar_auto(run, None, low_dimensional_groups(run.info.model, run.groups))
+    decomposed = _decompose(shot.model, run.example_input, ranks="vbmf", threshold=HIGH_DIMENSIONAL_WEIGHTS)
+    shot.model, shot.notes = decomposed.model, decomposed.notes
+    shot.top1 = run.top1_of(decomposed.model)
+    shot.count = count_model(decomposed.model, run.example_input)
+    return shot
+
+
+register_method(Method("tucker", removes_channels=False, compress=_tucker))
+register_method(Method("tucker-vbmf", ratio_free=True, removes_channels=False, compress=_tucker_vbmf))
+register_method(Method("meanvar-auto", ratio_free=True, compress=_meanvar_auto))
+register_method(Method("meanvar+tucker", ratio_free=True, compress=_meanvar_tucker))

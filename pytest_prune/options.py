@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .errors import SpecError
-from .allocations import ALLOCATIONS
+from .allocations import ALLOCATIONS, GLOBAL_CRITERIA
 
 DEFAULT_CRITERIA = "l1,random"
 DEFAULT_RATIOS = "0.3,0.5,0.7"
@@ -41,15 +41,19 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
     ("prune-recovery", "string", "none",
      "comma list of recoveries run after surgery, each measured separately: none, bn, lsq, "
      "finetune:E, finetune-kd:E, or steps joined by + such as lsq+bn (default: none)."),
-    ("prune-allocation", "string", "layerwise",
-     f"how a ratio is spread over layers: {' or '.join(ALLOCATIONS)} (default: layerwise)."),
+    ("prune-allocation", "string", None,
+     f"how a ratio is spread over layers, for every criterion: {' or '.join(ALLOCATIONS)} (default: "
+     f"each criterion's own: global for {', '.join(GLOBAL_CRITERIA)}; layerwise for the others; the "
+     "one used is recorded in each baseline)."),
     ("prune-baselines", "string", DEFAULT_BASELINES,
      f"directory of stored baselines, one folder per model (default: {DEFAULT_BASELINES}/ "
      "beside the ini file pytest found, else in the folder pytest was started from)."),
     ("prune-seed", "string", "0", "seed for criteria and data subsets (default: 0)."),
     ("prune-report", "string", None,
      "directory to write results.csv and results.json into (default: no report)."),
-    ("prune-device", "string", "cpu", "torch device to run on (default: cpu)."),
+    ("prune-device", "string", "cpu",
+     "torch device every model and tensor of the run is on: cpu, cuda, cuda:N or auto (CUDA if "
+     "present) (default: cpu)."),
     ("prune-attribution", "string", "integrated_gradients",
      "attribution method of the attribution-retention check: integrated_gradients, saliency or "
      "gradcam (default: integrated_gradients)."),
@@ -256,8 +260,8 @@ def run_settings(config: pytest.Config, model: str):
         allow_pickle=bool(get(config, "prune-allow-pickle")),
         data=get(config, "prune-data"),
         seed=parse_seed(get(config, "prune-seed")),
-        allocation=get(config, "prune-allocation") or "layerwise",
-        device=get(config, "prune-device") or "cpu",
+        allocation=get(config, "prune-allocation"),  # None: each criterion's natural allocation
+        device=parse_device(get(config, "prune-device")),
         attribution_method=parse_attribution(get(config, "prune-attribution")),
     )
 
@@ -293,6 +297,14 @@ def _weights(config: pytest.Config) -> str | None:
         return str(invocation_path(config, given))
     value = ini(config, "prune_weights")  # an ini path is relative to the ini file's folder
     return str(project_dir(config) / value) if value and not Path(value).is_absolute() else (value or None)
+
+
+def parse_device(value: str | None) -> str:
+    """``--prune-device`` checked against this machine: an unknown device, or CUDA where there
+    is none, is a :class:`SpecError` naming the option and the devices there are."""
+    from .devices import resolve_device  # imports torch: only when gates are asked for
+
+    return str(resolve_device(value or "cpu", "--prune-device"))
 
 
 def parse_attribution(value: str | None) -> str:

@@ -87,23 +87,20 @@ class MethodResult:
     def params_kept(self) -> float:
         return self.params_pruned / self.params_dense if self.params_dense else 1.0
 
+    @property
+    def macs_reduction(self) -> float:
+        return 1.0 - self.macs_kept
+
+    @property
+    def params_reduction(self) -> float:
+        return 1.0 - self.params_kept
+
     def checks(self) -> dict[str, float]:
-        """The values the gates compare with the baseline."""
-        values = {
-            "top1": self.top1_pruned,
-            "accuracy_drop": self.accuracy_drop,
-            "macs_reduction": 1.0 - self.macs_kept,
-            "params_reduction": 1.0 - self.params_kept,
-        }
-        if self.equivalence_max_abs is not None:
-            values["surgery_equivalence"] = self.equivalence_max_abs
-        if self.attribution_spearman is not None:
-            values["attribution_retention"] = self.attribution_spearman
-        if self.colour_selective_pruned is not None:
-            values["colour_selectivity"] = self.colour_selective_pruned
-        if self.speedup is not None:
-            values["speedup"] = self.speedup
-        return values
+        """The values the gates compare with the baseline (each check reads its own field)."""
+        from .gates import CHECKS, SPEEDUP
+
+        values = {c.name: c.read(self) for c in (*CHECKS.values(), SPEEDUP)}
+        return {name: value for name, value in values.items() if value is not None}
 
     def row(self) -> dict[str, Any]:
         """A flat record for results.csv / results.json."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
 from .candidates import ExportedModel, load_candidate, match_filters
-from .criteria import Criterion, ScoringContext, get_criterion
+from .criteria import Criterion, ScoringContext, get_criterion, known_criteria
 from .data import load_data
 from .data.bundle import DataBundle
 from .data.samples import first_samples
@@ -36,13 +36,7 @@ from .measure import ModelCount, count_model, evaluate, evaluate_together, seria
 from .measure.accuracy import EVALUATION_BATCH_SIZE
 from .measure.attribution import attribution_maps, predicted_classes
 from .measure.colour import COLOUR_SELECTIVE_THRESHOLD
-from .methods import (
-    DECOMPOSITIONS,
-    is_ratio_free,
-    low_dimensional_groups,
-    meanvar_auto_plan,
-    tucker,
-)
+from .methods import get_method, is_ratio_free
 from .models import ModelInfo, load_model
 from .models.zoo import model_name
 from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
@@ -64,7 +58,7 @@ class RunSettings:
     allow_pickle: bool = False
     data: str | None = None  # None: the model's default data
     seed: int = 0
-    allocation: str = "layerwise"
+    allocation: str | None = None  # None: each criterion's own (``Criterion.natural_allocation``)
     device: str = "cpu"
     calibration_images: int | None = None  # None: the whole calibration split
     equivalence_images: int = 32
@@ -75,7 +69,7 @@ class RunSettings:
     latency_repeats: int = 20
 
     def __post_init__(self):
-        if self.allocation not in ALLOCATIONS:
+        if self.allocation is not None and self.allocation not in ALLOCATIONS:
             raise SpecError(
                 f"--prune-allocation {self.allocation!r} is unknown; use one of {', '.join(ALLOCATIONS)}"
             )
@@ -267,7 +261,7 @@ class PruneRun:
         """Measured once per run: alone when asked first, else with the first compressed model."""
         return evaluate(self.info.model, self._evaluation_batches(), self.settings.device).top1
 
-    def _top1(self, model: nn.Module) -> float:
+    def top1_of(self, model: nn.Module) -> float:
         """``model``'s top-1. Until the dense model is measured, it is measured in the same pass
         over the evaluation data: a streamed split is read once for both."""
         if "dense_top1" in self.__dict__:
@@ -325,15 +319,15 @@ class PruneRun:
             "compressed_digest": state_dict_digest(compressed),
         }
 
-    def settings_record(self, recovery: str = "none") -> dict[str, Any]:
-        """The settings a baseline is only comparable under (the weights are provenance: a new
-        release of the dense model is compared, and shown, not refused)."""
+    def settings_record(self, recovery: str = "none", criterion: str | None = None) -> dict[str, Any]:
+        """The settings a baseline of ``criterion`` is only comparable under (the weights are
+        provenance: a new release of the dense model is compared, and shown, not refused)."""
         s = self.settings
         return {
             "attribution": s.attribution_method,
             "data": self.data_spec,
             "seed": s.seed,
-            "allocation": s.allocation,
+            "allocation": self.allocation_for(criterion),
             "recovery": recovery,
             **({"ignore": list(s.ignore)} if s.ignore else {}),
             **({"eval_limit": s.eval_limit} if s.eval_limit is not None else {}),
@@ -359,6 +353,16 @@ class PruneRun:
     def results(self) -> list[MethodResult]:
         return list(self._results.values())
 
+    def allocation_for(self, criterion: str | None) -> str:
+        """The allocation ``criterion`` is planned with: ``--prune-allocation`` when given, else the
+        criterion's natural one; ``layerwise`` for methods that are no criterion (decompositions,
+        ``meanvar-auto``, candidates), which allocate nothing."""
+        if self.settings.allocation is not None:
+            return self.settings.allocation
+        if criterion in known_criteria():
+            return get_criterion(criterion).natural_allocation
+        return "layerwise"
+
     def _scoring_context(self, criterion: Criterion) -> ScoringContext:
         s = self.settings
         return ScoringContext(
@@ -372,7 +376,7 @@ class PruneRun:
     def _plan(self, criterion: Criterion, target: Target) -> tuple[PrunePlan, float]:
         """The criterion's plan for a channel fraction, or for the fraction that meets a budget."""
         ctx = self._scoring_context(criterion)
-        allocation = self.settings.allocation
+        allocation = self.allocation_for(criterion.name)
         if isinstance(target, float):
             return criterion.plan(ctx, target, allocation), target  # type: ignore[arg-type]
         # Budgets: search the fraction on the criterion's one-shot scores (cheap to re-plan),
@@ -389,17 +393,18 @@ class PruneRun:
         key = (criterion_name, target_label(target))
         if key in self._one_shot:
             return self._one_shot[key]
-        if criterion_name in DECOMPOSITIONS or criterion_name == "meanvar-auto":
-            self._one_shot[key] = self._compress(criterion_name, target)
+        compress = get_method(criterion_name).compress
+        if compress is not None:  # a decomposition, or meanvar's own mode (pytest_prune.methods)
+            self._one_shot[key] = compress(self, target)
         else:
             criterion = get_criterion(criterion_name)
             torch.manual_seed(self.settings.seed)
             start = time.perf_counter()
             plan, ratio = self._plan(criterion, target)
-            self._one_shot[key] = self._pruned_shot(plan, time.perf_counter() - start, ratio)
+            self._one_shot[key] = self.pruned_shot(plan, time.perf_counter() - start, ratio)
         return self._one_shot[key]
 
-    def _pruned_shot(self, plan: PrunePlan, score_seconds: float, ratio: float | None) -> OneShot:
+    def pruned_shot(self, plan: PrunePlan, score_seconds: float, ratio: float | None) -> OneShot:
         model = self.info.model.eval()
         start = time.perf_counter()
         pruned = prune_model(model, self.groups, plan, self.example_input)
@@ -407,7 +412,7 @@ class PruneRun:
             plan=plan,
             ratio=ratio,
             model=pruned,
-            top1=self._top1(pruned),
+            top1=self.top1_of(pruned),
             count=count_model(pruned, self.example_input),
             score_seconds=score_seconds,
             prune_seconds=time.perf_counter() - start,
@@ -434,7 +439,7 @@ class PruneRun:
         # a smaller one, and would count the padding)
         example = model.one_batch(self.example_input) if isinstance(model, ExportedModel) else self.example_input
         count = count_model(model, example)
-        top1 = self._top1(model)
+        top1 = self.top1_of(model)
         result = MethodResult(
             model=self.name, criterion="candidate", ratio=None, recovery="none",
             method=candidate_id(path), top1_dense=self.dense_top1, top1_pruned=top1,
@@ -488,37 +493,6 @@ class PruneRun:
             result.measured.add(check)
         return result
 
-    def _compress(self, method: str, target: Target | None) -> OneShot:
-        """Decompositions and the statistics method's own mode (see :mod:`pytest_prune.methods`)."""
-        if isinstance(target, Budget):
-            raise SpecError(f"{method!r} takes rank fractions, not budgets such as {target.label}")
-        model = self.info.model.eval()
-        total = sum(g.size for g in self.groups)
-        start = time.perf_counter()
-        if method == "tucker" or method == "tucker-vbmf":
-            decomposed = tucker(model, self.example_input, method, target)
-            seconds = time.perf_counter() - start
-            return OneShot(
-                plan=None, ratio=target, model=decomposed.model,
-                top1=self._top1(decomposed.model),
-                count=count_model(decomposed.model, self.example_input),
-                score_seconds=seconds, prune_seconds=0.0, equivalence_max_abs=None,
-                notes=decomposed.notes,
-            )
-        groups = self.groups
-        if method == "meanvar+tucker":
-            groups = low_dimensional_groups(model, self.groups)
-        ctx = ScoringContext(model=model, groups=groups, seed=self.settings.seed)
-        plan = meanvar_auto_plan(ctx)
-        shot = self._pruned_shot(plan, time.perf_counter() - start, plan.count() / total)
-        if method == "meanvar+tucker":
-            decomposed = tucker(shot.model, self.example_input, method, None)
-            shot.model = decomposed.model
-            shot.notes = decomposed.notes
-            shot.top1 = self._top1(decomposed.model)
-            shot.count = count_model(decomposed.model, self.example_input)
-        return shot
-
     def _measure(self, criterion_name: str, target: Target | None, recovery: str) -> MethodResult:
         shot = self.one_shot(criterion_name, target)
         s = self.settings
@@ -529,7 +503,7 @@ class PruneRun:
                 progress=self.progress, groups=self.groups, plan=shot.plan,
             )
             model, recovery_seconds = recovered.model, recovered.seconds
-            top1 = self._top1(model)
+            top1 = self.top1_of(model)
         groups = self.groups
         return MethodResult(
             model=self.name,

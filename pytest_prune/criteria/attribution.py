@@ -112,9 +112,10 @@ def correlation_scores(
     well (allocation is per group for this criterion).
     """
     model = ctx.model
-    points = feature_points(model, ctx.groups, example_of(ctx.batches, "attribution-corr"))
+    example = example_of(ctx.batches, "attribution-corr")
+    points = feature_points(model, ctx.groups, example)
     keys = point_keys(points)
-    totals = {g.name: torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups}
+    totals = {g.name: torch.zeros(g.size, dtype=torch.float64, device=example.device) for g in ctx.groups}
     flat: set[str] = set()  # groups whose maps are not spatial
     samples = 0
     from captum.attr import IntegratedGradients  # captum takes seconds to import: only when used
@@ -134,7 +135,7 @@ def correlation_scores(
                 if any(maps[p.key].dim() != 2 + len(size) for p in points[g.name]):
                     flat.add(g.name)
                     continue
-                corr = torch.zeros(x.shape[0], g.size, dtype=torch.float64)
+                corr = torch.zeros(x.shape[0], g.size, dtype=torch.float64, device=x.device)
                 for point in points[g.name]:
                     corr += _point_correlation(maps[point.key], point, size, a_map, rectify)
                 totals[g.name] += (corr / len(points[g.name])).sum(dim=0)
@@ -198,8 +199,11 @@ class Attribution(Criterion):
     both concrete scores (captum layer attribution; Pearson correlation with the integrated-
     gradients map) and the choice of target are **our reading**.
 
-    Allocation: ``layerwise`` is natural (raw attribution magnitudes differ between layers);
-    ``correlation`` scores are unit-free and also rank ``global``.
+    Allocation: ``layerwise`` is natural for both modes. Raw attribution magnitudes differ
+    between layers; ``correlation`` scores are unit-free, but a network's linear groups are scored
+    by the ``layer`` mode (no spatial map to correlate), so one global ranking would compare
+    correlations with gradient × activation sums; and the paper (Zhang et al., by its abstract)
+    says nothing of ranking across layers. ``--prune-allocation global`` still works.
     """
 
     name = "attribution"
@@ -234,5 +238,4 @@ class AttributionCorrelation(Attribution):
     name = "attribution-corr"
     summary = "correlation of each channel's map with the integrated-gradients map (Zhang et al. 2021)"
     cost = "ig_steps+1 forward(+backward) passes per calibration batch"
-    natural_allocation: ClassVar[str] = "global"
     mode = "correlation"

@@ -42,6 +42,10 @@ class Criterion(ABC):
     needs_data: ClassVar[bool] = False
     summary: ClassVar[str] = ""  # one line for the README's table and --help
     cost: ClassVar[str] = ""  # what scoring costs, in forward/backward passes or weight reads
+    # how a ratio is spread over groups when the caller does not say (the plugin without
+    # --prune-allocation): "global" only where the criterion's scores are meant to compare across
+    # layers (its paper ranks globally, or normalises for that purpose); the docstring says why
+    natural_allocation: ClassVar[Allocation] = "layerwise"
 
     @abstractmethod
     def scores(self, ctx: ScoringContext) -> Scores:

@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..devices import model_device
 from ..groups import ChannelGroup, is_batchnorm, is_conv_or_linear, member_weight_slices
 from ..plan import rank_keys
 from ._activations import CallTrace, chain_ends, example_of, first_reader, trace_calls
@@ -66,8 +67,8 @@ def channel_moments(
     of a stream reads. A group with no such chain gets N(0, 1) for every channel, so that only
     its consumers' weights rank it.
     """
-    mu = torch.zeros(group.size, dtype=torch.float64)
-    var = torch.zeros(group.size, dtype=torch.float64)
+    mu = torch.zeros(group.size, dtype=torch.float64, device=model_device(model))
+    var = torch.zeros(group.size, dtype=torch.float64, device=mu.device)
     found = False
     for index, member in chain_ends(trace, group):
         if before is not None and index >= before:
@@ -102,7 +103,7 @@ def output_scale(model: nn.Module, trace: CallTrace, consumer: str, width: int) 
     """γ/σ of the BatchNorm that reads ``consumer``'s output directly; ones when there is none."""
     bn = next_batchnorm(model, trace, consumer)
     if bn is None:
-        return torch.ones(width, dtype=torch.float64)
+        return torch.ones(width, dtype=torch.float64, device=model_device(model))
     scale = 1.0 / torch.sqrt(bn.running_var.detach().double() + bn.eps)
     if bn.affine:
         scale = scale * bn.weight.detach().double()
@@ -120,7 +121,7 @@ def error_gram(model: nn.Module, group: ChannelGroup, trace: CallTrace, rectify:
     Q_j[c] = Σ_o s_o² Σ_k W_j[o, c, k]² (fluctuations, taken independent over positions and
     channels).
     """
-    gram = torch.zeros(group.size, group.size, dtype=torch.float64)
+    gram = torch.zeros(group.size, group.size, dtype=torch.float64, device=model_device(model))
     for member in group.consumers():
         module = model.get_submodule(member.module)
         if not is_conv_or_linear(module):
@@ -142,8 +143,8 @@ def greedy_scores(gram: torch.Tensor) -> torch.Tensor:
     greedy's first k removals."""
     n = gram.shape[0]
     cost = gram.diagonal().clone()  # marginal error of removing each channel next
-    left = torch.ones(n, dtype=torch.bool)
-    scores = torch.empty(n, dtype=torch.float64)
+    left = torch.ones(n, dtype=torch.bool, device=gram.device)
+    scores = torch.empty(n, dtype=torch.float64, device=gram.device)
     error, previous = 0.0, -1.0
     for _ in range(n):
         # rounded (plan.rank_keys): a near-tie goes to the lower index on every machine

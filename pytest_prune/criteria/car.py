@@ -282,6 +282,10 @@ class CAR(Criterion):
     comes before is replayed), ``copies`` candidates per pass. ``per_step`` > 1 trades fidelity for
     fewer rounds; ``max_samples`` sets the subset (fewer samples: coarser CAR steps of 1/N).
 
+    Allocation: ``layerwise`` is natural, and the plugin's default for ``car``: the paper's greedy
+    pruning is "done layer by layer" (Abbasi-Asl & Yu), although CAR is an accuracy difference that
+    would compare across layers; ``--prune-allocation global`` gives the global variant.
+
     What is whose: the CAR index, the greedy lowest-first removal with re-scoring, and layer-by-layer
     pruning are Abbasi-Asl & Yu's; accuracy on a fixed calibration subset, the loss tie-break, the
     masking as "pruning a filter" without retraining between steps, and the global variant are

@@ -103,7 +103,8 @@ class CPMC(Criterion):
     are Yan et al.'s; the L1 form of w, the max normalisation, the quotient combination and its
     defaults are **our reading** (the paper's exact formula is not in the abstract).
 
-    Allocation: ``global`` is natural (the paper ranks globally; :meth:`plan` defaults to it).
+    Allocation: ``global`` is natural (the paper removes channels by "global ranking"; the plugin
+    uses it unless ``--prune-allocation`` says otherwise, and :meth:`plan` defaults to it).
     ``layerwise`` works too, and then ranks by w alone, since all channels of one group share
     f and p.
     """

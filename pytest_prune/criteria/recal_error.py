@@ -19,6 +19,7 @@ from typing import ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..devices import model_device
 from ..groups import ChannelGroup, GroupMember, is_conv_or_linear
 from ._activations import CallTrace, calibration_subset, example_of, one_pass, trace_calls
 from .base import Criterion, ScoringContext, Scores
@@ -72,7 +73,7 @@ def measured_error_gram(
     samples and positions — the shift a BatchNorm recalibration absorbs — for the consumers a
     BatchNorm follows (without one nothing absorbs the shift, and it stays)."""
     size = group.size
-    raw = torch.zeros(size, size, dtype=torch.float64)
+    raw = torch.zeros(size, size, dtype=torch.float64, device=model_device(model))
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     consumers = _scored_consumers(model, group)

@@ -32,9 +32,11 @@ def taylor_scores(ctx: ScoringContext, variant: Variant = "positive") -> Scores:
     if variant not in ("positive", "plain"):
         raise SpecError(f"taylor variant {variant!r} is unknown: use 'positive' (criterion 'taylor') or 'plain' ('taylor-plain')")
     model = ctx.model
-    points = feature_points(model, ctx.groups, example_of(ctx.batches, "taylor"))
+    example = example_of(ctx.batches, "taylor")
+    points = feature_points(model, ctx.groups, example)
     keys = point_keys(points)
-    totals = {g.name: torch.zeros(g.size, dtype=torch.float64) for g in ctx.groups}
+    # summed where the feature maps are: on the batches' device
+    totals = {g.name: torch.zeros(g.size, dtype=torch.float64, device=example.device) for g in ctx.groups}
     samples = 0
     with eval_mode(model), captured_outputs(model, keys) as maps:
         for x, y in ctx.batches:
@@ -44,7 +46,7 @@ def taylor_scores(ctx: ScoringContext, variant: Variant = "positive") -> Scores:
             grads = dict(zip(keys, torch.autograd.grad(loss, [maps[k] for k in keys])))
             n = x.shape[0]
             for g in ctx.groups:
-                per_sample = torch.zeros(n, g.size, dtype=torch.float64)
+                per_sample = torch.zeros(n, g.size, dtype=torch.float64, device=x.device)
                 for point in points[g.name]:
                     a = channel_maps(maps[point.key].detach(), point.positions).double()
                     # ∂(mean loss)/∂a carries a factor 1/n: undo it to get each sample's own gradient
@@ -95,9 +97,11 @@ class TaylorGuided(Criterion):
     residual stream's chains are **our reading**. This is not Torch-Pruning's ``TaylorImportance``
     (|w·∂L/∂w| on weights).
 
-    Allocation: the per-layer normalisation is what makes Θ̂ comparable across layers, so both
-    ``layerwise`` and ``global`` work; Molchanov et al. rank globally, the default here is the
-    caller's (``layerwise`` in :class:`~pytest_prune.criteria.base.Criterion`).
+    Allocation: ``global`` is natural. The per-layer L2 normalisation is there to make Θ̂
+    comparable across layers (it changes no ranking within a layer), and Molchanov et al. rank
+    globally with it; Zhang et al.'s abstract says nothing against that. The plugin uses ``global``
+    unless ``--prune-allocation`` says otherwise; ``layerwise`` works too. :meth:`plan` called
+    directly keeps the caller's allocation (``layerwise`` by default).
     """
 
     name = "taylor"
