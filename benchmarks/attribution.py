@@ -17,7 +17,7 @@ import argparse
 import pandas as pd
 
 from common import run_settings
-from pytest_prune.run import PruneRun
+from pytest_prune.pipeline.run import PruneRun
 
 CRITERIA = ("attribution", "attribution-corr", "l1", "random")
 

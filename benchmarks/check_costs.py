@@ -19,7 +19,7 @@ import time
 import torch
 
 from common import run_settings
-from pytest_prune.run import PruneRun
+from pytest_prune.pipeline.run import PruneRun
 
 
 def timed(action) -> float:

@@ -29,7 +29,7 @@ from common import setup, timed
 from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.criteria.car import CarScorer
 from pytest_prune.groups import ChannelGroup
-from pytest_prune.inspection import first_layer_colour
+from pytest_prune.pipeline.inspection import first_layer_colour
 from pytest_prune.measure.colour import COLOUR_SELECTIVE_THRESHOLD, weight_colour_selectivity
 from pytest_prune.plan import PrunePlan
 

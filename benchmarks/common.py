@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from pytest_prune.budget import Budget, PlanCost, ratio_for_budget
+from pytest_prune.pipeline.budget import Budget, PlanCost, ratio_for_budget
 from pytest_prune.criteria import Criterion, ScoringContext, Scores
 from pytest_prune.data import load_data
 from pytest_prune.data.bundle import DataBundle
@@ -38,9 +38,9 @@ def data_dir() -> Path:
 
 
 def run_settings(model: str, calibration_images: int | None = None):
-    """The :class:`~pytest_prune.run.RunSettings` of ``model``: a CIFAR ResNet with its pretrained
+    """The :class:`~pytest_prune.pipeline.run.RunSettings` of ``model``: a CIFAR ResNet with its pretrained
     weights and the shared CIFAR-10 data, any other model as the plugin would build it."""
-    from pytest_prune.run import RunSettings
+    from pytest_prune.pipeline.settings import RunSettings
 
     if not model.startswith("cifar-resnet"):
         return RunSettings(model)

@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import correct_per_image, measure, paired_difference, plan_for_budget, setup, timed
-from pytest_prune.budget import parse_budget
+from pytest_prune.pipeline.budget import parse_budget
 from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.criteria.car import CAR, car_scores
 from pytest_prune.plan import ALLOCATIONS, Allocation

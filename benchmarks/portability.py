@@ -5,7 +5,7 @@ in another order and round differently, as on a processor with another vector wi
 measures every method twice, once per kernel setting, each in its own process from a cold start, and
 prints for each model and method whether the plan (which channels go) is the same, and how far each
 gated value moved. The last table is the largest move of each check over all methods: the figure
-each default tolerance in ``pytest_prune/gates.py`` is set against.
+each default tolerance in ``pytest_prune/gating/checks.py`` is set against.
 
     python benchmarks/portability.py                       # lenet5 and lenet5-colour: every committed baseline
     python benchmarks/portability.py --models cifar-resnet20 --ratios 0.3,0.5   # needs ../shared/data
@@ -39,8 +39,8 @@ KERNELS: dict[str, dict[str, str]] = {
 
 
 def methods_of(model: str, ratios: list[str]) -> list[tuple[str, str | None, str]]:
-    from pytest_prune.baselines import BaselineStore
-    from pytest_prune.run import parse_method_id
+    from pytest_prune.gating.baselines import BaselineStore
+    from pytest_prune.pipeline.targets import parse_method_id
 
     if model.startswith("cifar-resnet"):
         return [(c, r, "none") for c in ("l1",) + DATA_DRIVEN for r in ratios]
@@ -53,7 +53,7 @@ def measure(model: str, ratios: list[str], out: Path) -> None:
     import torch
     from common import run_settings
 
-    from pytest_prune.run import PruneRun
+    from pytest_prune.pipeline.run import PruneRun
 
     torch.set_num_threads(1)  # the two children run side by side on a shared machine
     run = PruneRun(run_settings(model, calibration_images=256))

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from common import measure, plan_for_budget, setup, timed
-from pytest_prune.budget import parse_budget
+from pytest_prune.pipeline.budget import parse_budget
 from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.surgery.reference_importance import torch_pruning_scores
 

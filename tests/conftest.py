@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 import pytest_prune.plugin  # noqa: F401
 import pytest_prune.report  # noqa: F401
-import pytest_prune.run  # noqa: F401
+import pytest_prune.pipeline.run  # noqa: F401
 from pytest_prune.data import load_data
 from pytest_prune.modes import torch_threads
 

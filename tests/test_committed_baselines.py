@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pytest_prune.baselines import BaselineStore
-from pytest_prune.run import parse_method_id
+from pytest_prune.gating.baselines import BaselineStore
+from pytest_prune.pipeline.targets import parse_method_id
 
 BASELINES = Path(__file__).resolve().parents[1] / "baselines"
 

@@ -32,8 +32,8 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..imports import import_callable
 from ..errors import DataError
+from ..imports import import_callable
 from .batch_checks import checked_pair, describe
 from .bundle import DataBundle
 from .loader_split import LoaderSplit

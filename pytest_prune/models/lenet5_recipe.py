@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.colour_digits import colour_digits
-from ..modes import torch_threads
 from ..data.digits import SPLIT_RECIPE, load_digits_bundle
+from ..modes import torch_threads
 from .lenet5 import LeNet5
 
 # Everything that decides the trained weights; the shipped manifest records its digest.

@@ -12,8 +12,8 @@ from torch import nn
 
 from ..errors import SpecError
 from ..imports import import_callable
-from .embedded import EMBEDDED, embedded_weights
 from .cifar_resnet import CIFAR_RESNET_DEPTHS, cifar_resnet
+from .embedded import EMBEDDED, embedded_weights
 from .lenet5 import LeNet5
 
 

@@ -23,8 +23,8 @@ from ..data.bundle import DataBundle
 from ..devices import model_device, resolve_device
 from ..errors import SpecError
 from ..groups import ChannelGroup
-from ..plan import PrunePlan
 from ..modes import modes_kept
+from ..plan import PrunePlan
 from .base import Progress, RecoveryContext, RecoveryStep, StepReport, no_progress
 from .registry import get_step
 

@@ -21,9 +21,6 @@ this module closes:
 
 from __future__ import annotations
 
-import copy
-
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal
 
@@ -33,7 +30,7 @@ from torch import nn
 from torch_pruning.dependency import Node
 
 from ..errors import TraceError
-from ..models.cifar_resnet import PadShortcut
+from ..layers import PadShortcut
 from ..modes import modes_kept
 from .channel_cuts import (
     attach,
@@ -44,21 +41,19 @@ from .channel_cuts import (
     record_channel_reshapes,
 )
 from .concat_mapping import complete_concat_mappings
+from .layer_checks import (
+    channel_counts,
+    check_coverage,
+    holds_weights,
+    kept_nodes,
+    owns_parameters,
+    owns_tensors,
+    training_only,
+)
+from .recording import Recording, recording_forward
 from .shortcut_pruner import PadShortcutPruner, install_shortcut_mappings
 
 Role = Literal["producer", "consumer"]
-
-
-@dataclass
-class _Recording:
-    """What our forward function saw: call counts, outputs and the first problem."""
-
-    calls: Counter = field(default_factory=Counter)
-    # per module, the autograd sequence numbers just before and after each of its calls: the
-    # autograd nodes numbered in between are the operations that call ran
-    windows: dict[nn.Module, list[tuple[int, int]]] = field(default_factory=dict)
-    output_grad_fns: set = field(default_factory=set)
-    problem: str | None = None
 
 
 @dataclass
@@ -117,140 +112,6 @@ class TracedModel:
         return self.graph.get_pruner_of_module(module)
 
 
-def _owns_parameters(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False))
-
-
-def _owns_tensors(module: nn.Module) -> bool:
-    return _owns_parameters(module) or any(True for _ in module.buffers(recurse=False))
-
-
-def _holds_weights(module: object) -> bool:
-    return isinstance(module, nn.Module) and _owns_tensors(module)
-
-
-def _has_pruner(graph: tp.DependencyGraph, module: nn.Module) -> bool:
-    """Whether Torch-Pruning prunes ``module``'s own tensors.
-
-    The same test as Torch-Pruning's ``_detect_unwrapped_parameters``: a customized pruner for the
-    module or its class, or a registered pruner for its type. ``get_pruner_of_module`` cannot tell:
-    it answers the element-wise placeholder, which prunes nothing, for every unknown module.
-    """
-    if type(module) in graph.CUSTOMIZED_PRUNERS or module in graph.CUSTOMIZED_PRUNERS:
-        return True
-    op_type = tp.ops.module2type(module)
-    registered = graph.REGISTERED_PRUNERS.get(op_type) is not None
-    return registered and op_type != tp.ops.OPTYPE.ELEMENTWISE
-
-
-def _channel_counts(graph: tp.DependencyGraph) -> set[int]:
-    """The output widths of the layers Torch-Pruning can prune: the counts of prunable channels.
-    Input widths are left out: every internal width is some layer's output width, and the one that
-    is not (the model input's, 3 for RGB) is never pruned, so input normalisation holding one mean
-    per colour passes."""
-    counts: set[int] = set()
-    for module in graph.module2node:
-        if isinstance(module, nn.Module) and _has_pruner(graph, module):
-            width = graph.get_pruner_of_module(module).get_out_channels(module)
-            if width:
-                counts.add(width)
-    return counts
-
-
-def _unpruned_state(
-    module: nn.Module, graph: tp.DependencyGraph, channel_counts: set[int]
-) -> dict[str, tuple[int, ...]]:
-    """The per-channel tensors of ``module`` that pruning would leave at their old width.
-
-    For a module without a pruner, Torch-Pruning prunes only the parameters autograd shows it
-    (unwrapped parameters, which have nodes of their own); its buffers, and parameters the trace
-    did not reach, stay as they are. A tensor none of whose sizes is a channel count cannot hold
-    one value per channel (a 1x1xHxW map, BatchNorm's ``num_batches_tracked``) and is fine; nor
-    can an integer tensor (an index table).
-    """
-    if _has_pruner(graph, module):
-        return {}
-    tensors = [*module.named_buffers(recurse=False)] + [
-        (n, p) for n, p in module.named_parameters(recurse=False) if p not in graph.module2node
-    ]
-    # integer tensors are indices or counters (Swin's relative_position_index), not one value
-    # per channel, whatever their length happens to equal
-    return {
-        name: tuple(t.shape)
-        for name, t in tensors
-        if t.is_floating_point() and any(size > 1 and size in channel_counts for size in t.shape)
-    }
-
-
-def _autograd_clock() -> int:
-    """The sequence number of a new autograd node: autograd numbers the nodes it creates in one
-    thread in order, so the nodes numbered between two readings are those created in between."""
-    with torch.enable_grad():
-        return (torch.zeros((), requires_grad=True) * 1).grad_fn._sequence_nr()
-
-
-def _output_leaves(out: Any) -> Iterable[Any]:
-    if isinstance(out, (list, tuple)):
-        for item in out:
-            yield from _output_leaves(item)
-    elif isinstance(out, dict):
-        for item in out.values():
-            yield from _output_leaves(item)
-    else:
-        yield out
-
-
-def _recording_forward(recording: _Recording, watched: list[nn.Module], reshapes: record_channel_reshapes):
-    """A forward_fn for Torch-Pruning that records, checks, and never raises."""
-    started: dict[nn.Module, list[int]] = {}
-
-    def start_call(module, inputs):
-        started.setdefault(module, []).append(_autograd_clock())
-
-    def count_call(module, inputs, output):
-        recording.calls[module] += 1
-        start = started[module].pop()
-        recording.windows.setdefault(module, []).append((start, _autograd_clock()))
-
-    def forward(model: nn.Module, x: torch.Tensor):
-        hooks = [m.register_forward_pre_hook(start_call) for m in watched]
-        hooks += [m.register_forward_hook(count_call) for m in watched]
-        try:
-            with reshapes:
-                out = model(x)
-        except Exception as exc:  # reported after Torch-Pruning removed its hooks
-            recording.problem = (
-                f"the forward pass of {type(model).__name__} on an input of shape "
-                f"{tuple(x.shape)} raised {type(exc).__name__}: {exc}; pass an example input "
-                "the model accepts"
-            )
-            return x.sum()
-        finally:
-            for h in hooks:
-                h.remove()
-        leaves = list(_output_leaves(out))
-        bad = [leaf for leaf in leaves if not isinstance(leaf, torch.Tensor)]
-        if bad or not leaves:
-            recording.problem = (
-                f"{type(model).__name__}.forward returns {type(out).__name__} holding "
-                f"{type(bad[0]).__name__ if bad else 'nothing'}: the tracer follows tensors "
-                "only; return a tensor (or a tuple/list/dict of tensors)"
-            )
-            return x.sum()
-        detached = [leaf for leaf in leaves if leaf.grad_fn is None]
-        if detached:
-            recording.problem = (
-                f"an output of {type(model).__name__}.forward (shape {tuple(detached[0].shape)}) "
-                "is not connected to the input by autograd: the tracer follows autograd, so "
-                "forward must not use torch.no_grad(), .detach(), .item() or numpy on the way"
-            )
-            return x.sum()
-        recording.output_grad_fns = {leaf.grad_fn for leaf in leaves}
-        return out
-
-    return forward
-
-
 def _input_leaf(example_input: torch.Tensor) -> torch.Tensor:
     """The leaf the model is traced from: a requires-grad copy, so that frozen models still get a
     full autograd graph; a float input becomes an nn.Parameter so that Torch-Pruning can give it
@@ -268,168 +129,6 @@ def _undo_vit_workaround(graph: tp.DependencyGraph, x: torch.Tensor) -> None:
     if x.dim() == 3 and not own_3d:
         for node in graph.module2node.values():
             node.enable_index_mapping = True
-
-
-def _check_traced(
-    name: str, module: nn.Module, graph: tp.DependencyGraph, recording: _Recording, ignore: set[str]
-) -> None:
-    """A layer with parameters must be in the graph (absent only if ignored)."""
-    if not (_owns_parameters(module) or module in graph.module2node):
-        return
-    # A layer run several times (shared weights) is one node of the graph, tied to the producers
-    # of all its inputs and the consumers of all its outputs: its channels prune exactly.
-    calls = recording.calls[module]
-    in_graph = module in graph.module2node or any(
-        p in graph.module2node for p in module.parameters(recurse=False)
-    )
-    if in_graph:
-        return
-    if calls == 0 and name not in ignore:
-        raise TraceError(
-            f"module {name!r} ({type(module).__name__}) was not run by the forward pass on "
-            "the example input (data-dependent control flow, or an unused layer), so its "
-            "channels cannot be traced: make forward take the same path for every input, "
-            f"or pass ignore=[{name!r}] if the layer is never used"
-        )
-    if calls > 0:
-        raise TraceError(
-            f"module {name!r} ({type(module).__name__}) runs in the forward pass but the "
-            "tracer cannot follow it to a model output (its result is unused, detached, or "
-            "its parameters do not require grad while it is not a standard layer): "
-            "remove it from forward or make it a standard torch.nn layer"
-        )
-
-
-def _check_not_misread(name: str, module: nn.Module) -> None:
-    """A grouped conv with one output per group but several inputs per group is one Torch-Pruning
-    takes for a depthwise conv: it ties each input to one output, which is wrong, and the wrong
-    ties reach other layers' channels through the graph. Only with the conv and the layers that
-    produce its inputs ignored are its channels kept out of every group."""
-    if isinstance(module, nn.modules.conv._ConvNd) and 1 < module.groups == module.out_channels != module.in_channels:
-        raise TraceError(
-            f"module {name!r} ({type(module).__name__}) has groups={module.groups} with one output "
-            f"but {module.in_channels // module.groups} inputs per group: Torch-Pruning takes it for "
-            "a depthwise convolution and would tie the wrong channels together; give it two or "
-            "more outputs per group, or name it and the layers producing its inputs in "
-            f"--prune-ignore (ignore=[{name!r}, ...] in Python) to keep their channels"
-        )
-
-
-def _unpruned_state_error(name: str, module: nn.Module, state: dict[str, tuple[int, ...]]) -> str:
-    kind = type(module).__name__
-    buffers = {n for n, _ in module.named_buffers(recurse=False)}
-    held = ", ".join(
-        f"{'buffer' if n in buffers else 'parameter'} {n!r} {shape}" for n, shape in state.items()
-    )
-    if {"running_mean", "running_var"} <= buffers and not _owns_parameters(module):
-        dims = kind[-2:] if kind[-2:] in ("1d", "2d", "3d") else "2d"
-        fix = (
-            f"swap it for nn.BatchNorm{dims} in eval mode holding the same weight, bias and "
-            "running statistics (it computes the same numbers)"
-        )
-    else:
-        fix = "make it a standard torch.nn layer (or register a Torch-Pruning pruner for its type)"
-    return (
-        f"module {name!r} ({kind}) holds per-channel state that Torch-Pruning has no pruner for "
-        f"({held}): pruning the channels it touches would leave these at their old width, so "
-        f"the pruned model would fail or compute something else; {fix}, or pass "
-        f"ignore=[{name!r}] if its channels are not pruned (every channel it touches is then kept)"
-    )
-
-
-def _check_coverage(
-    model: nn.Module,
-    graph: tp.DependencyGraph,
-    recording: _Recording,
-    ignore: set[str],
-    channel_counts: set[int],
-) -> None:
-    """Every layer with parameters is in the graph exactly once, and no layer outside ``ignore``
-    holds per-channel state that Torch-Pruning would leave unpruned."""
-    for name, module in model.named_modules():
-        _check_traced(name, module, graph, recording, ignore)
-        if name in ignore:
-            continue
-        _check_not_misread(name, module)
-        state = _unpruned_state(module, graph, channel_counts)
-        if state:
-            raise TraceError(_unpruned_state_error(name, module, state))
-
-
-def _kept_nodes(
-    model: nn.Module,
-    graph: tp.DependencyGraph,
-    recording: _Recording,
-    ignore: set[str],
-    channel_counts: set[int],
-) -> dict[Node, str]:
-    """The operations run by ignored layers holding state Torch-Pruning cannot prune → why the
-    channels through them are kept.
-
-    The whole call is kept (for a container, its children's layers too): the state may be used
-    by any operation in it. A call none of whose operations is in the graph (its result does not
-    depend on the input) cannot be kept that way, and is refused.
-    """
-    if not ignore:
-        return {}
-    by_number = {
-        node.grad_fn._sequence_nr(): node
-        for node in graph.module2node.values()
-        if hasattr(node.grad_fn, "_sequence_nr")
-    }
-    kept: dict[Node, str] = {}
-    for name, module in model.named_modules():
-        if name not in ignore or not recording.windows.get(module):
-            continue
-        if not _unpruned_state(module, graph, channel_counts):
-            continue
-        why = (
-            f"{name!r} ({type(module).__name__}) is named in ignore and holds per-channel state "
-            "Torch-Pruning cannot prune"
-        )
-        inside = [
-            node
-            for start, end in recording.windows[module]
-            for number, node in by_number.items()
-            if start < number < end
-        ]
-        if not inside:
-            raise TraceError(
-                f"module {name!r} ({type(module).__name__}) is named in ignore, but no operation "
-                "it runs depends on the model input, so the channels its state meets cannot be "
-                "found and kept: compute its result from its input (x * self.scale, not a "
-                "tensor made from its buffers alone) or make it a standard torch.nn layer"
-            )
-        kept.update((node, why) for node in inside)
-    return kept
-
-
-def _training_only(
-    model: nn.Module, example_input: torch.Tensor, recording: _Recording, ignore: set[str]
-) -> set[str]:
-    """Layers with parameters that the eval-mode forward did not run but a train-mode forward (of a
-    copy, on the same input) does: auxiliary classifiers such as GoogLeNet's and Inception-v3's.
-    Layers skipped in both modes are left for :func:`_check_traced` to refuse."""
-    skipped = {
-        name for name, module in model.named_modules()
-        if name and name not in ignore and _owns_parameters(module) and recording.calls[module] == 0
-    }
-    if not skipped:
-        return set()
-    copy_ = copy.deepcopy(model).train()
-    ran: set[str] = set()
-    modules = dict(copy_.named_modules())
-    hooks = [modules[name].register_forward_hook(lambda *_, name=name: ran.add(name)) for name in skipped]
-    try:
-        with torch.no_grad():
-            copy_(example_input)
-    except Exception:  # a model that cannot run in train mode: nothing is learned from it
-        return set()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    # a head's layers and everything below them
-    return {name for name in modules if any(name == r or name.startswith(r + ".") for r in ran)}
 
 
 def trace_model(
@@ -451,8 +150,8 @@ def trace_model(
             "(a batch of the model's input, e.g. torch.randn(2, 3, 32, 32))"
         )
     names = {m: n for n, m in model.named_modules()}
-    watched = [m for m in model.modules() if _owns_tensors(m)]
-    recording = _Recording()
+    watched = [m for m in model.modules() if owns_tensors(m)]
+    recording = Recording()
     try:
         x = _input_leaf(example_input)
         reshapes = record_channel_reshapes()
@@ -463,7 +162,7 @@ def trace_model(
             graph.build_dependency(
                 model,
                 x,
-                forward_fn=_recording_forward(recording, watched, reshapes),
+                forward_fn=recording_forward(recording, watched, reshapes),
                 unwrapped_parameters=[(x, 1)] if isinstance(x, nn.Parameter) else None,
                 customized_pruners={PadShortcut: PadShortcutPruner()},
                 verbose=False,
@@ -478,30 +177,30 @@ def trace_model(
         raise TraceError(recording.problem)
     ignore = set(ignore)
     notes: list[str] = []
-    channel_counts = _channel_counts(graph)
+    counts = channel_counts(graph)
     if check_layers:
-        training_only = _training_only(model, example_input, recording, ignore)
-        if training_only:
-            heads = sorted({name.split(".")[0] for name in training_only})
+        heads_only = training_only(model, example_input, recording, ignore)
+        if heads_only:
+            heads = sorted({name.split(".")[0] for name in heads_only})
             notes.append(
                 f"{', '.join(heads)} run only in training mode (auxiliary heads): left unpruned and "
                 "untraced, the pruned model is exact in eval mode, where they do not run"
             )
-            ignore |= training_only
-        _check_coverage(model, graph, recording, ignore, channel_counts)
-    shared = sorted(names[m] for m, calls in recording.calls.items() if calls > 1 and _owns_parameters(m))
+            ignore |= heads_only
+        check_coverage(model, graph, recording, ignore, counts)
+    shared = sorted(names[m] for m, calls in recording.calls.items() if calls > 1 and owns_parameters(m))
     if shared:
         more = f" and {len(shared) - 3} more" if len(shared) > 3 else ""
         notes.append(
             f"{', '.join(map(repr, shared[:3]))}{more} run more than once per forward pass (shared "
             "weights): a channel of theirs is removed from every use at once"
         )
-    kept_nodes = _kept_nodes(model, graph, recording, ignore, channel_counts)
+    kept = kept_nodes(model, graph, recording, ignore, counts)
     cuts = kept_cuts(graph)
     if cuts:
         kinds = sorted(set(cuts.values()))
         notes.append(f"channels through {len(cuts)} operation(s) where {'; '.join(kinds)} are kept")
-    kept_nodes = {**cuts, **kept_nodes}
+    kept = {**cuts, **kept}
     _undo_vit_workaround(graph, x)
     install_shortcut_mappings(graph)
     install_split_mappings(graph)
@@ -513,7 +212,7 @@ def trace_model(
     layer_names = {
         node: names[module]
         for module, node in graph.module2node.items()
-        if isinstance(module, nn.Module) and module in names and _holds_weights(module)
+        if isinstance(module, nn.Module) and module in names and holds_weights(module)
     }
     return TracedModel(
         model,
@@ -523,6 +222,6 @@ def trace_model(
         output_nodes,
         opaque_nodes,
         layer_names,
-        kept_nodes,
+        kept,
         notes,
     )

@@ -225,14 +225,15 @@ def find_channel_groups(
             continue
         pruner = traced.pruner(root)
         uncovered = [c for c in range(pruner.get_out_channels(root)) if (root, c) not in covered]
-        if not uncovered:
+        if not uncovered or root_name in ignore:
+            # an ignored layer's channels are kept whatever its group holds; a group another root
+            # shares with it is found from that root, and kept because it has an ignored producer
             continue
         try:
-            with bounded_walk():
+            with bounded_walk(graph):
                 tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, uncovered)
         except WalkDiverged as diverged:
-            if root_name not in ignore:
-                refused.append((root_name, _diverged_reason(traced, root_name, diverged)))
+            refused.append((root_name, _diverged_reason(traced, root_name, diverged)))
             continue
         _mark_covered(traced, tp_group, covered)
         by_channel = slices_by_root_channel(traced, tp_group)

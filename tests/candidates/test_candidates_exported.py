@@ -136,7 +136,7 @@ def test_every_convolution_output_is_marked_by_its_layer_name(residual_case, exp
 
 
 def test_gradcam_on_a_static_batch_program_equals_gradcam_on_the_module(residual_case, exported_path):
-    from pytest_prune.inspection import attribution_look
+    from pytest_prune.pipeline.inspection import attribution_look
     from pytest_prune.measure.attribution import attribution_maps, predicted_classes
 
     model = load_candidate(exported_path, residual_case.dense, residual_case.example).model
@@ -152,7 +152,7 @@ def test_gradcam_refuses_a_program_without_the_dense_last_conv(residual_case, ex
     from candidate_nets import TinyVGG
 
     from pytest_prune.errors import TraceError
-    from pytest_prune.inspection import gradcam_layer
+    from pytest_prune.pipeline.inspection import gradcam_layer
 
     model = load_candidate(exported_path, residual_case.dense, residual_case.example).model
     with pytest.raises(TraceError, match=r"'features.7'.*conv1, conv2, conv3.*integrated_gradients"):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pytest_prune.baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
+from pytest_prune.gating.baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from pytest_prune.errors import BaselineError
 
 

@@ -40,7 +40,8 @@ from torch.utils.data import Subset
 import pytest_prune
 from pytest_prune.data.bundle import DataBundle
 from pytest_prune.report import report_figures
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+from pytest_prune.pipeline.settings import RunSettings
 
 PACKAGE = str(Path(pytest_prune.__file__).parent)
 # the functions that make a tensor and take a device= (those torch.set_default_device redirects)

@@ -1,7 +1,8 @@
 import pytest
 
-from pytest_prune.baselines import CheckBaseline
-from pytest_prune.gates import CHECKS, compare, new_baselines
+from pytest_prune.gating.baselines import CheckBaseline
+from pytest_prune.gating.checks import CHECKS
+from pytest_prune.gating.verdict import compare, new_baselines
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ import pytest
 
 from pytest_prune.allocations import ALLOCATIONS, GLOBAL_CRITERIA
 from pytest_prune.criteria import get_criterion, known_criteria
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+from pytest_prune.pipeline.settings import RunSettings
 
 
 def test_natural_allocations_are_known_and_the_help_names_the_global_ones():

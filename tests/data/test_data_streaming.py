@@ -10,8 +10,9 @@ from pytest_prune.data import load_data
 from pytest_prune.data.loader_split import LoaderSplit
 from pytest_prune.errors import DataError
 from pytest_prune.measure import evaluate
-from pytest_prune.provenance import dataset_digest
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.provenance import dataset_digest
+from pytest_prune.pipeline.run import PruneRun
+from pytest_prune.pipeline.settings import RunSettings
 
 _FACTORIES = '''
 import weakref

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytest_prune.budget import PlanCost
+from pytest_prune.pipeline.budget import PlanCost
 from pytest_prune.decompose import decompose_model
 from pytest_prune.equivalence import max_abs_difference
 from pytest_prune.measure import count_model

@@ -103,7 +103,7 @@ def test_criterion_whose_scores_are_negated(pytester):
 
 
 def test_pruned_weights_nudged_after_surgery(pytester):
-    result = _planted_run(pytester, "pytest_prune.run", "prune_model", "nudged(original)", prelude="""
+    result = _planted_run(pytester, "pytest_prune.pipeline.run", "prune_model", "nudged(original)", prelude="""
         import torch
 
         def nudged(surgery):

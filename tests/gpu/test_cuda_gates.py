@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pytest_prune.criteria.car import car_index, default_copies
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+from pytest_prune.pipeline.settings import RunSettings
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs CUDA: these tests run the gates with --prune-device=cuda"

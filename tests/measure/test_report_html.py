@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pytest_prune.report_html import write_html_report
+from pytest_prune.report.html import write_html_report
 
 
 class Images(HTMLParser):

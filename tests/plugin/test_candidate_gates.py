@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+
+from pytest_prune.pipeline.settings import RunSettings
 
 DATA = Path(os.environ.get("PRUNE_CIFAR10_DIR", Path(__file__).resolve().parents[3] / "shared/data/cifar10"))
 

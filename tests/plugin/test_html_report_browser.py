@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pytest_prune.report import write_report
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+from pytest_prune.pipeline.settings import RunSettings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # CI installs Chromium (.ci/run): there a missing browser is a failure, not a skip.

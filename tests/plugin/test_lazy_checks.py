@@ -7,8 +7,8 @@ import pandas as pd
 GATES = ["--prune-model=lenet5", "--prune-criteria=l1,random", "--prune-ratios=0.5", "-p", "no:randomly"]
 
 COUNTING = """
-    import pytest_prune.run as run
-    import pytest_prune.inspection as inspection
+    import pytest_prune.pipeline.run as run
+    import pytest_prune.pipeline.inspection as inspection
 
     calls = {"dense_maps": 0, "looks": 0}
     original_maps, original_look = run.attribution_maps, run.attribution_look

@@ -4,7 +4,9 @@ paths are given, in the ``--opt PATH`` form (which pytest folds into its rootdir
 import pytest
 import torch
 
-from pytest_prune.run import PruneRun, RunSettings
+from pytest_prune.pipeline.run import PruneRun
+
+from pytest_prune.pipeline.settings import RunSettings
 
 GATES = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
 

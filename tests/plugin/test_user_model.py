@@ -6,7 +6,7 @@ import textwrap
 import pytest
 import torch
 
-from pytest_prune.methods import known_methods
+from pytest_prune.pipeline.methods import known_methods
 
 PACKAGE = """
     import torch

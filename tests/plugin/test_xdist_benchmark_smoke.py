@@ -16,7 +16,7 @@ _spec.loader.exec_module(bench)  # by path: benchmarks/ is no package, and its n
 
 
 def test_only_the_clocks_of_a_result_are_timing_columns():
-    from pytest_prune.results import MethodResult
+    from pytest_prune.pipeline.results import MethodResult
 
     timing = {f.name for f in dataclasses.fields(MethodResult) if bench.TIMING_COLUMN.search(f.name)}
     assert timing == {"score_seconds", "prune_seconds", "recovery_seconds", "latency_dense_ms",

@@ -2,9 +2,9 @@
 
 Torch-Pruning follows channels through MaxViT's attention over ``[B, G, P, D]`` tokens (a chunk of
 the last axis, reshapes into heads, matrix products) with index mappings meant for dim 1, and its
-walk from each ``to_qkv`` kept growing past 10 GiB. The same attention in miniature makes the walk
-return to one operation dozens of times (49) before it stops, with groups that tie wrong
-positions; a walk that settles visits each operation once.
+walk from each ``to_qkv`` kept growing past 10 GiB. The same attention in miniature hands layers
+indices beyond their width and returns to one operation dozens of times (49) before it stops,
+with groups that tie wrong positions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from torch import nn
 from pytest_prune.equivalence import check_pruned_sizes, max_abs_difference
 from pytest_prune.errors import TraceError
 from pytest_prune.surgery import find_channel_groups, prune_model
-from pytest_prune.surgery.walk_guard import REVISITS, WalkDiverged, bounded_walk
+from pytest_prune.surgery.walk_guard import BACKSTOP, WalkDiverged, bounded_walk
 
 
 class TokenAttention(nn.Module):
@@ -64,13 +64,28 @@ def test_ignoring_the_layer_prunes_the_rest_exactly():
     assert check_pruned_sizes(model, pruned, groups, plan).ok
 
 
-def test_the_guard_trips_on_the_revisit_count_and_restores_torch_pruning():
+def test_the_guard_allows_revisits_in_range_and_stops_at_the_backstop():
     from torch_pruning.dependency import group as tp_group
 
     original = tp_group.Group.add_dep
-    group, dep = tp_group.Group(), type("Dep", (), {"target": object(), "handler": len})()
-    with pytest.raises(WalkDiverged) as info, bounded_walk(limit=REVISITS):
-        for _ in range(REVISITS):
-            group.add_dep(dep, [])
-    assert info.value.node is dep.target and len(group.items) == REVISITS
+    graph = type("Graph", (), {})()  # never consulted: the target is no layer
+    group, dep = tp_group.Group(), type("Dep", (), {"target": type("Node", (), {"module": None})(), "handler": len})()
+    with bounded_walk(graph):
+        for _ in range(BACKSTOP - 1):
+            group.add_dep(dep, [])  # revisits with indices in range: a walk along many paths
+    with pytest.raises(WalkDiverged) as info, bounded_walk(graph):
+        group.add_dep(dep, [])
+    assert info.value.node is dep.target and len(group.items) == BACKSTOP
     assert tp_group.Group.add_dep is original
+
+
+def test_a_shared_block_read_by_a_flatten_settles_after_several_revisits():
+    """A drawn architecture whose walk returns to one node 8 times with indices in range (a layer
+    run twice, then a flattening head): traced, not refused."""
+    from pytest_prune import strategies as S
+
+    split = S.ConvSpec(1, 2, 3, batchnorm=False, activation="none")
+    body = (S.ConvSpec(1, 3, 3, batchnorm=False, activation="none"),)
+    head = S.HeadSpec(6, "flatten", 4, None, "none", 1)
+    case = S.PruningCase.of(S.Architecture(1, 2, (S.SharedSpec(split, body),), head, seed=0), training=False)
+    assert case.groups

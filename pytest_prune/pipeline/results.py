@@ -2,7 +2,7 @@
 
 :class:`OneShot` is a compressed model straight out of surgery (or decomposition), before any
 recovery; :class:`MethodResult` is everything measured for one method on one model, after recovery.
-They hold values only: :class:`~pytest_prune.run.PruneRun` fills them in.
+They hold values only: :class:`~pytest_prune.pipeline.run.PruneRun` fills them in.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from .measure import ModelCount
-from .plan import PrunePlan
+from ..measure import ModelCount
+from ..plan import PrunePlan
 
 
 @dataclass
@@ -68,7 +68,7 @@ class MethodResult:
     match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
     notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)
-    # what it was measured on (see pytest_prune.provenance): dense model, data, plan, layer counts
+    # what it was measured on (see pytest_prune.pipeline.provenance): dense model, data, plan, layer counts
     provenance: dict[str, Any] = field(default_factory=dict)
     # which looks (attribution_retention, colour_selectivity, speedup) have been measured
     measured: set[str] = field(default_factory=set, repr=False, compare=False)
@@ -97,7 +97,7 @@ class MethodResult:
 
     def checks(self) -> dict[str, float]:
         """The values the gates compare with the baseline (each check reads its own field)."""
-        from .gates import CHECKS, SPEEDUP
+        from ..gating.checks import CHECKS, SPEEDUP
 
         values = {c.name: c.read(self) for c in (*CHECKS.values(), SPEEDUP)}
         return {name: value for name, value in values.items() if value is not None}

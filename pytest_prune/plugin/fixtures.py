@@ -1,6 +1,6 @@
 """Fixtures for users who write their own pruning tests.
 
-* ``prune_run`` (session): the :class:`~pytest_prune.run.PruneRun` of ``--prune-model`` (or of the
+* ``prune_run`` (session): the :class:`~pytest_prune.pipeline.run.PruneRun` of ``--prune-model`` (or of the
   ``prune_model`` ini key; ``lenet5`` when neither is set), shared with the gate items;
 * ``prune_model``: a fresh copy of the dense model, in eval mode;
 * ``prune_data``: its :class:`~pytest_prune.data.bundle.DataBundle`;
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Callable
 
 import pytest
 
+from ..errors import PruneError
 from . import options
-from .errors import PruneError
 from .session import GATE_STATE
 
 if TYPE_CHECKING:  # imported by the plugin in every pytest run: torch only when a fixture runs
-    from .results import MethodResult
-    from .run import PruneRun
+    from ..pipeline.results import MethodResult
+    from ..pipeline.run import PruneRun
 
 _OWN_RUN = pytest.StashKey["PruneRun"]()
 
@@ -43,7 +43,7 @@ def prune_run(pytestconfig: pytest.Config) -> PruneRun:
             )
         except PruneError as exc:
             _fail(exc)
-        from .run import PruneRun
+        from ..pipeline.run import PruneRun
 
         pytestconfig.stash[_OWN_RUN] = PruneRun(settings)
     return pytestconfig.stash[_OWN_RUN]

@@ -1,7 +1,7 @@
 """The baseline store: small JSON files under ``baselines/<model>/``, one per compression method.
 
 A file records the settings it was measured under (data, seed, recovery, allocation), its
-provenance (the dense model, data and plan it was measured on: :mod:`pytest_prune.provenance`)
+provenance (the dense model, data and plan it was measured on: :mod:`pytest_prune.pipeline.provenance`)
 and, per check, the measured value and its tolerance. It is written atomically (temporary file, then
 ``os.replace``) with sorted keys and one value per line, so a code review shows exactly which
 number moved. The store knows nothing of torch: it reads and writes plain numbers.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import BaselineError
+from ..errors import BaselineError
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # format 1 had no provenance

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .errors import SpecError
-from .allocations import ALLOCATIONS, GLOBAL_CRITERIA
+from ..allocations import ALLOCATIONS, GLOBAL_CRITERIA
+from ..errors import SpecError
 
 DEFAULT_CRITERIA = "l1,random"
 DEFAULT_RATIOS = "0.3,0.5,0.7"
@@ -158,8 +158,8 @@ def split_list(value: str | None, option: str) -> list[str]:
 
 
 def parse_ratios(value: str | None) -> list:
-    """Channel fractions (floats) and budgets (:class:`~pytest_prune.budget.Budget`)."""
-    from .run import parse_target
+    """Channel fractions (floats) and budgets (:class:`~pytest_prune.pipeline.budget.Budget`)."""
+    from ..pipeline.targets import parse_target
 
     out = []
     for item in split_list(value, "prune-ratios"):
@@ -174,7 +174,7 @@ def parse_ratios(value: str | None) -> list:
 
 
 def parse_recoveries(value: str | None) -> list[str]:
-    from .recovery import parse_recovery
+    from ..recovery import parse_recovery
 
     return [parse_recovery(item).name for item in split_list(value or "none", "prune-recovery")]
 
@@ -248,8 +248,8 @@ def baselines_dir(config: pytest.Config) -> Path:
 
 
 def run_settings(config: pytest.Config, model: str):
-    """The :class:`~pytest_prune.run.RunSettings` the options describe, for ``model``."""
-    from .run import RunSettings
+    """The :class:`~pytest_prune.pipeline.run.RunSettings` the options describe, for ``model``."""
+    from ..pipeline.settings import RunSettings
 
     return RunSettings(
         model=model,
@@ -302,7 +302,7 @@ def _weights(config: pytest.Config) -> str | None:
 def parse_device(value: str | None) -> str:
     """``--prune-device`` checked against this machine: an unknown device, or CUDA where there
     is none, is a :class:`SpecError` naming the option and the devices there are."""
-    from .devices import resolve_device  # imports torch: only when gates are asked for
+    from ..devices import resolve_device  # imports torch: only when gates are asked for
 
     return str(resolve_device(value or "cpu", "--prune-device"))
 

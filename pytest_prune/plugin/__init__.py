@@ -1,8 +1,9 @@
 """The pytest plugin: options in, gate items and a summary out.
 
-Thin by design: it turns options into a :class:`~pytest_prune.run.PruneRun` and each measured
+Thin by design: it turns options into a :class:`~pytest_prune.pipeline.run.PruneRun` and each measured
 check into a test item compared with the stored baseline. Everything it measures comes from the
-library modules; this is the only module (with ``fixtures``) that knows pytest.
+pipeline (:mod:`pytest_prune.pipeline`); this package (hooks here; options, items, fixtures,
+session state and the terminal summary beside them) is the only code that knows pytest.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import PruneError
 from . import options
-from .errors import PruneError
 from .fixtures import prune_data, prune_model, prune_pruned, prune_result, prune_run  # noqa: F401
 from .session import GATE_STATE, GateState
 
@@ -47,13 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
             min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
             candidates=options.candidate_paths(config),
         )
-        from .methods import check_method  # imports torch: only when gates are asked for
+        from ..pipeline.methods import check_method  # imports torch: only when gates are asked for
 
         for name in gate_options.criteria:
             check_method(name)  # fail now, at configure time, on a misspelt criterion
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
-    from .run import PruneRun
+    from ..pipeline.run import PruneRun
 
     run = PruneRun(settings)
     run.progress = lambda message: _progress(config, message)
@@ -85,7 +86,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if state is None:
         return
     from .items import CandidateGates, ModelGates, unused_baselines
-    from .recovery import check_recoveries_apply
+    from ..recovery import check_recoveries_apply
 
     try:
         state.listing_only = bool(config.option.collectonly)
@@ -159,7 +160,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         return
     if state.options.report is None or not state.rows():
         return
-    from .report import write_report
+    from ..report import write_report
     from .summary import ordered_rows
 
     written = write_report(state.run, state.options.report, ordered_rows(state) if state.remote_rows else None)

@@ -10,7 +10,7 @@ import pytest
 from .options import GateOptions
 
 if TYPE_CHECKING:  # the plugin imports this module in every pytest run: no torch at import
-    from .run import PruneRun
+    from ..pipeline.run import PruneRun
 
 
 @dataclass

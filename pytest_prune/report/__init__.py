@@ -8,10 +8,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from .measure.attribution import attribution_maps, predicted_classes
-from .report_html import write_html_report
-from .results import MethodResult
-from .run import PruneRun
+from ..measure.attribution import attribution_maps, predicted_classes
+from ..pipeline.results import MethodResult
+from ..pipeline.run import PruneRun
+from .html import write_html_report
 
 REPORT_IMAGES = 4  # images whose attribution maps the page shows, dense beside compressed
 

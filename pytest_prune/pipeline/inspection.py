@@ -2,8 +2,8 @@
 
 Three looks, each comparing the compressed model with the dense one: do the same pixels matter
 (attribution maps), were the first layer's colour-selective filters among those removed, and how much
-faster does it run. The values are keyword arguments of :class:`~pytest_prune.results.MethodResult`;
-:class:`~pytest_prune.run.PruneRun` supplies the models, images and settings. Nothing here knows
+faster does it run. The values are keyword arguments of :class:`~pytest_prune.pipeline.results.MethodResult`;
+:class:`~pytest_prune.pipeline.run.PruneRun` supplies the models, images and settings. Nothing here knows
 pytest or baselines.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .candidates import ExportedModel
-from .data.bundle import DataBundle
-from .errors import TraceError
-from .groups import ChannelGroup
-from .measure.attribution import IMAGES_PER_CALL, attribution_retention, last_conv_name
-from .measure.colour import colour_selective_share, colour_selectivity
-from .measure.latency import speedup
-from .plan import PrunePlan
+from ..candidates import ExportedModel
+from ..data.bundle import DataBundle
+from ..errors import TraceError
+from ..groups import ChannelGroup
+from ..measure.attribution import IMAGES_PER_CALL, attribution_retention, last_conv_name
+from ..measure.colour import colour_selective_share, colour_selectivity
+from ..measure.latency import speedup
+from ..plan import PrunePlan
 
 # (group of the first conv's filters, module their output is read at, each filter's colour index)
 FirstLayerColour = tuple[ChannelGroup, str, torch.Tensor]
@@ -60,7 +60,7 @@ def attribution_look(
     dense: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Do the same pixels matter? ``dense_maps`` is (targets, maps) of the dense model, computed
-    once per run (:meth:`~pytest_prune.run.PruneRun.dense_attribution`); ``dense`` names Grad-CAM's
+    once per run (:meth:`~pytest_prune.pipeline.run.PruneRun.dense_attribution`); ``dense`` names Grad-CAM's
     layer for an exported candidate (:func:`gradcam_layer`)."""
     targets, maps = dense_maps
     count, options = len(images), {}

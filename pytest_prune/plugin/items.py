@@ -8,14 +8,15 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
-from .errors import BaselineError, PruneError
-from .gates import CHECKS, SPEEDUP, compare, new_baselines
-from .provenance import data_change, dense_model_change, explain_changes
-from .methods import get_method, is_ratio_free
-from .models.zoo import declared_channels
-from .results import MethodResult
-from .run import candidate_id, method_id
+from ..errors import BaselineError, PruneError
+from ..gating.baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
+from ..gating.checks import CHECKS, SPEEDUP
+from ..gating.verdict import compare, new_baselines
+from ..models.zoo import declared_channels
+from ..pipeline.methods import get_method, is_ratio_free
+from ..pipeline.provenance import data_change, dense_model_change, explain_changes
+from ..pipeline.results import MethodResult
+from ..pipeline.targets import candidate_id, method_id
 from .session import GateState
 
 

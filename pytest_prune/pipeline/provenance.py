@@ -28,9 +28,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .groups import ChannelGroup
-from .measure import ModelCount
-from .plan import PrunePlan
+from ..groups import ChannelGroup
+from ..measure import ModelCount
+from ..plan import PrunePlan
 
 DIGEST_LENGTH = 16  # hex digits kept: 64 bits, ample to tell versions of one model apart
 POSITIONS_KEPT = 2048  # a plan records its removed positions while it removes at most this many

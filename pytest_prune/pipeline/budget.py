@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from .errors import SpecError
-from .groups import ChannelGroup
-from .measure import ModelCount
-from .plan import PrunePlan
+from ..errors import SpecError
+from ..groups import ChannelGroup
+from ..measure import ModelCount
+from ..plan import PrunePlan
 
 BUDGET_TOLERANCE = 0.02  # documented: a budget is met within 2 % of the dense total
 BUDGET_KINDS = ("macs", "params")

@@ -4,8 +4,8 @@ This is the pipeline of the package, in order:
 model + data → channel groups → scores (criterion) → plan → surgery → (recovery) → measurements.
 Each (criterion, ratio) is computed once per :class:`PruneRun` and cached, so that the many gate
 items that read it share one pruning. Nothing here knows pytest: the plugin and the benchmarks
-both drive this class. The results it returns are :mod:`pytest_prune.results`; what a compressed
-model kept of the dense one (attributions, colour filters, latency) is :mod:`pytest_prune.inspection`.
+both drive this class. The results it returns are :mod:`pytest_prune.pipeline.results`; what a compressed
+model kept of the dense one (attributions, colour filters, latency) is :mod:`pytest_prune.pipeline.inspection`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import dataclasses
 import fnmatch
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,127 +21,29 @@ from typing import Any
 import torch
 from torch import nn
 
-from .budget import Budget, PlanCost, parse_budget, ratio_for_budget
-from .candidates import ExportedModel, load_candidate, match_filters
-from .criteria import Criterion, ScoringContext, get_criterion, known_criteria
-from .data import load_data
-from .data.bundle import DataBundle
-from .data.samples import first_samples
-from .equivalence import max_abs_difference
-from .errors import DataError, PruneError, SpecError
-from .groups import ChannelGroup
+from ..candidates import ExportedModel, load_candidate, match_filters
+from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
+from ..data import load_data
+from ..data.bundle import DataBundle
+from ..data.samples import first_samples
+from ..equivalence import max_abs_difference
+from ..errors import DataError, PruneError, SpecError
+from ..groups import ChannelGroup
+from ..measure import ModelCount, count_model, evaluate, evaluate_together, serialised_bytes
+from ..measure.accuracy import EVALUATION_BATCH_SIZE
+from ..measure.attribution import attribution_maps, predicted_classes
+from ..models import ModelInfo, load_model
+from ..models.zoo import model_name
+from ..plan import PrunePlan, plan_from_scores
+from ..recovery import parse_recovery
+from ..surgery import find_channel_groups, prune_model
+from .budget import PlanCost, ratio_for_budget
 from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour, latency_look
-from .measure import ModelCount, count_model, evaluate, evaluate_together, serialised_bytes
-from .measure.accuracy import EVALUATION_BATCH_SIZE
-from .measure.attribution import attribution_maps, predicted_classes
-from .measure.colour import COLOUR_SELECTIVE_THRESHOLD
 from .methods import get_method, is_ratio_free
-from .models import ModelInfo, load_model
-from .models.zoo import model_name
 from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
-from .plan import ALLOCATIONS, PrunePlan, check_ratio, plan_from_scores
-from .recovery import parse_recovery
 from .results import MethodResult, OneShot
-from .surgery import find_channel_groups, prune_model
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Everything a run depends on; two runs with equal settings give equal results."""
-
-    model: str
-    name: str | None = None  # gate ids and baseline folder (None: from the model spec)
-    ignore: tuple[str, ...] = ()  # module names or glob patterns whose channels are kept
-    eval_limit: int | None = None  # evaluate on the first N evaluation samples only (a quick gate)
-    weights: str | None = None
-    allow_pickle: bool = False
-    data: str | None = None  # None: the model's default data
-    seed: int = 0
-    allocation: str | None = None  # None: each criterion's own (``Criterion.natural_allocation``)
-    device: str = "cpu"
-    calibration_images: int | None = None  # None: the whole calibration split
-    equivalence_images: int = 32
-    attribution_images: int = 16
-    attribution_method: str = "integrated_gradients"  # or "saliency", "gradcam"
-    colour_images: int = 256  # evaluation images the colour-selectivity index ranks
-    colour_threshold: float = COLOUR_SELECTIVE_THRESHOLD
-    latency_repeats: int = 20
-
-    def __post_init__(self):
-        if self.allocation is not None and self.allocation not in ALLOCATIONS:
-            raise SpecError(
-                f"--prune-allocation {self.allocation!r} is unknown; use one of {', '.join(ALLOCATIONS)}"
-            )
-
-
-Target = float | Budget  # a channel fraction, or a MACs / parameter budget
-
-
-def parse_target(text: str | float) -> Target:
-    """``0.5`` → 0.5 (channel fraction); ``macs:0.5`` / ``params:0.6`` → a :class:`Budget`."""
-    if isinstance(text, (int, float)):
-        return check_ratio(float(text))
-    budget = parse_budget(str(text).strip())
-    if budget is not None:
-        return budget
-    try:
-        return check_ratio(float(text))
-    except ValueError:
-        raise SpecError(
-            f"--prune-ratios: {text!r} is not a number; give channel fractions such as 0.3,0.5 "
-            "or budgets such as macs:0.5"
-        ) from None
-
-
-def target_label(target: Target | None) -> str:
-    if target is None:
-        return ""
-    if isinstance(target, Budget):
-        return f"{target.kind}{target.keep:g}"
-    return f"{target:g}"
-
-
-def candidate_id(path: str | Path) -> str:
-    """``candidate-<file stem>``: the method id of a release candidate's gates and baseline."""
-    return f"candidate-{Path(path).stem}"
-
-
-def method_id(criterion: str, target: Target | None, recovery: str = "none") -> str:
-    """The readable id of a compression method: ``l1-0.5``, ``l1-macs0.5+lsq``, ``meanvar``."""
-    base = criterion if target is None else f"{criterion}-{target_label(target)}"
-    return base if recovery in ("", "none") else f"{base}+{recovery}"
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method id taken apart: ``l1-macs0.5+lsq`` → ``("l1", "macs:0.5", "lsq")``."""
-
-    criterion: str
-    target: str | None  # as --prune-ratios spells it; None for ratio-free methods
-    recovery: str = "none"
-
-
-def parse_method_id(method: str) -> MethodSpec:
-    """The inverse of :func:`method_id`, for the method ids of baseline files."""
-    from .methods import known_methods
-
-    known = set(known_methods())
-    splits = [(method, "none")] + [
-        (method[:i], method[i + 1:]) for i in range(len(method)) if method[i] == "+"
-    ]
-    for base, recovery in splits:
-        if base in known and is_ratio_free(base):
-            return MethodSpec(base, None, recovery)
-        criterion, _, label = base.rpartition("-")
-        if criterion in known and not is_ratio_free(criterion) and label:
-            kind = next((k for k in ("macs", "params") if label.startswith(k)), None)
-            target = f"{kind}:{label[len(kind):]}" if kind else label
-            try:
-                parse_target(target)
-            except SpecError:
-                continue
-            return MethodSpec(criterion, target, recovery)
-    raise SpecError(f"{method!r} is not a method id of the form <criterion>-<ratio>[+<recovery>]")
+from .settings import RunSettings
+from .targets import Target, candidate_id, method_id, parse_target, target_label
 
 
 class PruneRun:
@@ -310,7 +211,7 @@ class PruneRun:
         }
 
     def provenance(self, plan: PrunePlan | None, count: ModelCount, compressed: nn.Module) -> dict[str, Any]:
-        """What one method was measured on: see :mod:`pytest_prune.provenance`."""
+        """What one method was measured on: see :mod:`pytest_prune.pipeline.provenance`."""
         return {
             "dense_model": self.dense_provenance,
             "data": self.data_provenance,
@@ -394,7 +295,7 @@ class PruneRun:
         if key in self._one_shot:
             return self._one_shot[key]
         compress = get_method(criterion_name).compress
-        if compress is not None:  # a decomposition, or meanvar's own mode (pytest_prune.methods)
+        if compress is not None:  # a decomposition, or meanvar's own mode (pytest_prune.pipeline.methods)
             self._one_shot[key] = compress(self, target)
         else:
             criterion = get_criterion(criterion_name)
@@ -458,7 +359,7 @@ class PruneRun:
         self._results[key] = result
         return self.complete(result) if inspect else result
 
-    # -- what the compressed model kept (see pytest_prune.inspection), measured when asked -----
+    # -- what the compressed model kept (see pytest_prune.pipeline.inspection), measured when asked -----
     LOOKS = ("attribution_retention", "colour_selectivity", "speedup")
 
     @cached_property

@@ -59,8 +59,8 @@ def ordered_rows(state: GateState) -> list[dict]:
 
 def _order(state: GateState, method: str) -> int:
     """Rows in the order the gates are generated (workers finish in any order)."""
-    from .methods import is_ratio_free
-    from .run import candidate_id, method_id
+    from ..pipeline.methods import is_ratio_free
+    from ..pipeline.targets import candidate_id, method_id
 
     opts = state.options
     order = [

@@ -21,12 +21,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .criteria import ScoringContext, known_criteria
-from .decompose import HIGH_DIMENSIONAL_WEIGHTS, decompose_model, is_high_dimensional
-from .errors import SpecError
-from .groups import ChannelGroup
-from .measure import count_model
-from .plan import PrunePlan
+from ..criteria import ScoringContext, known_criteria
+from ..decompose import HIGH_DIMENSIONAL_WEIGHTS, decompose_model, is_high_dimensional
+from ..errors import SpecError
+from ..groups import ChannelGroup
+from ..measure import count_model
+from ..plan import PrunePlan
 
 @dataclass(frozen=True)
 class Method:
@@ -35,7 +35,7 @@ class Method:
     ``ratio_free``: it chooses its own amount and runs once, not per ratio. ``removes_channels``:
     its result comes out of the channel surgery, so the surgery-equivalence and colour checks
     apply. ``compress``: ``compress(run, target) -> OneShot`` for a method that is not a criterion's
-    plan followed by surgery (``run`` is the :class:`~pytest_prune.run.PruneRun`); None for the
+    plan followed by surgery (``run`` is the :class:`~pytest_prune.pipeline.run.PruneRun`); None for the
     criteria, which :meth:`PruneRun.one_shot` plans and prunes itself.
     """
 
@@ -106,7 +106,7 @@ def low_dimensional_groups(
 
 
 def meanvar_auto_plan(ctx: ScoringContext) -> PrunePlan:
-    from .criteria.statistics import MeanVariance
+    from ..criteria.statistics import MeanVariance
 
     return MeanVariance().natural_plan(ctx)
 
