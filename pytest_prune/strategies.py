@@ -43,6 +43,8 @@ from .testing.architectures import (
     ResidualSpec,
     SharedSpec,
     SharedUnit,
+    UpSpec,
+    UpUnit,
     block_stride,
     build,
     example_input,
@@ -76,6 +78,7 @@ from .testing.strategies import (
     selected_profile,
     shared_blocks,
     stages,
+    up_blocks,
 )
 
 __all__ = [
@@ -98,6 +101,8 @@ __all__ = [
     "ResidualSpec",
     "SharedSpec",
     "SharedUnit",
+    "UpSpec",
+    "UpUnit",
     "activations",
     "architectures",
     "block_stride",
@@ -124,4 +129,5 @@ __all__ = [
     "shared_blocks",
     "stages",
     "torch_threads",
+    "up_blocks",
 ]

@@ -56,6 +56,10 @@ def _features(architecture: S.Architecture) -> set[str]:
             found.add("concat")
         elif isinstance(block, S.PoolSpec):
             found.add(f"pool-{block.kind}")
+        elif isinstance(block, S.SharedSpec):
+            found.add("shared")
+        elif isinstance(block, S.UpSpec):
+            found.add("transposed")
         if (
             isinstance(block, S.ConvSpec)
             and block.depthwise
@@ -81,7 +85,7 @@ EVERY_FEATURE = {
     "residual-identity", "residual-projection", "concat", "pool-max", "pool-avg",
     "depthwise", "depthwise-separable", "grouped", "plain", "bias", "no-bias",
     "batchnorm", "no-batchnorm", "stride-2", "head-avg", "head-max", "head-flatten-map",
-    "hidden-linear", "no-hidden-linear",
+    "hidden-linear", "no-hidden-linear", "shared", "transposed",
 } | {f"act-{a}" for a in S.ACTIVATIONS}  # fmt: skip
 
 

@@ -130,7 +130,19 @@ class SharedSpec:
         return 2 * self.body[-1].out_channels
 
 
-Block = Union[ConvSpec, PoolSpec, ResidualSpec, ConcatSpec, SharedSpec]
+@dataclasses.dataclass(frozen=True)
+class UpSpec:
+    """A decoder's upsampling: transposed conv (2x2, stride 2) → BatchNorm (optional) → activation.
+    Its weight holds output channels in dim 1 (``(in, out, 2, 2)``)."""
+
+    in_channels: int
+    out_channels: int
+    bias: bool = False
+    batchnorm: bool = True
+    activation: Activation = "relu"
+
+
+Block = Union[ConvSpec, PoolSpec, ResidualSpec, ConcatSpec, SharedSpec, UpSpec]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,14 +181,19 @@ def block_stride(block: Block) -> int:
         return block.stride
     if isinstance(block, PoolSpec):
         return 2
+    if isinstance(block, UpSpec):
+        return 1  # it upsamples: see output_size
     split = block.split.stride if isinstance(block, SharedSpec) else 1
     return split * math.prod(c.stride for c in block.body)
 
 
 def output_size(block: Block, size: int) -> int:
-    """Spatial size after ``block``: convs (padding k // 2) round up, 2x2 pools round down."""
+    """Spatial size after ``block``: convs (padding k // 2) round up, 2x2 pools round down, a
+    transposed conv doubles."""
     if isinstance(block, PoolSpec):
         return size // 2
+    if isinstance(block, UpSpec):
+        return 2 * size
     for _ in range(int(math.log2(block_stride(block)))):
         size = (size + 1) // 2
     return size
@@ -215,6 +232,17 @@ class ResidualUnit(nn.Module):
 
     def forward(self, x):
         return self.act(torch.add(self.body(x), self.shortcut(x)))
+
+
+class UpUnit(nn.Module):
+    def __init__(self, spec: UpSpec):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(spec.in_channels, spec.out_channels, 2, stride=2, bias=spec.bias)
+        self.bn = nn.BatchNorm2d(spec.out_channels) if spec.batchnorm else nn.Identity()
+        self.act = _ACTIVATION_MODULES[spec.activation]()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
 
 
 class ConcatUnit(nn.Module):
@@ -281,6 +309,8 @@ def _block_module(block: Block) -> nn.Module:
         return ResidualUnit(block)
     if isinstance(block, SharedSpec):
         return SharedUnit(block)
+    if isinstance(block, UpSpec):
+        return UpUnit(block)
     return ConcatUnit(block)
 
 
@@ -290,8 +320,9 @@ def _randomise(model: nn.Module, generator: torch.Generator) -> None:
     would show in the output."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                # a transposed conv's weight is (in, out, k, k): each output sums in · k² / stride²
+                fan_in = module.weight[0].numel() if not isinstance(module, nn.ConvTranspose2d) else module.in_channels
                 module.weight.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
                 if module.bias is not None:
                     module.bias.normal_(0.0, 0.5, generator=generator)

@@ -12,14 +12,14 @@ from torch import nn
 
 from ..groups import ChannelGroup
 from ..plan import PrunePlan
-from .architectures import Architecture, Block, ConcatSpec, ConvSpec, HeadSpec, PoolSpec, SharedSpec
+from .architectures import Architecture, Block, ConcatSpec, ConvSpec, HeadSpec, PoolSpec, SharedSpec, UpSpec
 
 # ---------------------------------------------------------------------------------------------
 # The oracle: channels followed through the description
 # ---------------------------------------------------------------------------------------------
 
 Node = tuple[str, int]  # (producing module, output position); "<input>" for the image's channels
-LayerKind = Literal["conv", "linear", "batchnorm"]
+LayerKind = Literal["conv", "transposed", "linear", "batchnorm"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +36,12 @@ class LayerShape:
     def parameter_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
         if self.kind == "batchnorm":
             return {f"{name}.weight": (self.out_width,), f"{name}.bias": (self.out_width,)}
-        if self.kind == "conv":
+        if self.kind == "transposed":
             k = self.kernel_size
-            weight: tuple[int, ...] = (self.out_width, self.in_width // self.groups, k, k)
+            weight: tuple[int, ...] = (self.in_width, self.out_width // self.groups, k, k)
+        elif self.kind == "conv":
+            k = self.kernel_size
+            weight = (self.out_width, self.in_width // self.groups, k, k)
         else:
             weight = (self.out_width, self.in_width)
         shapes = {f"{name}.weight": weight}
@@ -121,6 +124,8 @@ class ChannelFlow:
             return stream
         if isinstance(block, SharedSpec):
             return self._shared(prefix, block, stream)
+        if isinstance(block, UpSpec):
+            return self._up(prefix, block, stream)
         body = stream
         for j, spec in enumerate(block.body):
             body = self._conv_unit(f"{prefix}.body.{j}", spec, body)
@@ -132,6 +137,15 @@ class ChannelFlow:
         for a, b in zip(body, shortcut, strict=True):
             self._tie(a, b)
         return body
+
+    def _up(self, prefix: str, block: UpSpec, stream: list[Node]) -> list[Node]:
+        """A transposed conv: new output channels, like a conv's (its weight is laid out the other way)."""
+        name = f"{prefix}.conv"
+        outputs = tuple((name, o) for o in range(block.out_channels))
+        self.layers[name] = _Layer("transposed", tuple(stream), outputs, 1, 2, block.bias)
+        if block.batchnorm:
+            self.layers[f"{prefix}.bn"] = _Layer("batchnorm", outputs, outputs)
+        return list(outputs)
 
     def _shared(self, prefix: str, block: SharedSpec, stream: list[Node]) -> list[Node]:
         """The body's input channel ``p`` reads channel ``p`` of both halves: one channel. Its
@@ -299,6 +313,10 @@ def measured_shapes(model: nn.Module) -> dict[str, LayerShape]:
             bias = m.bias is not None
             out[name] = LayerShape(
                 "conv", m.in_channels, m.out_channels, m.groups, m.kernel_size[0], bias
+            )
+        elif isinstance(m, nn.ConvTranspose2d):
+            out[name] = LayerShape(
+                "transposed", m.in_channels, m.out_channels, m.groups, m.kernel_size[0], m.bias is not None
             )
         elif isinstance(m, nn.Linear):
             out[name] = LayerShape("linear", m.in_features, m.out_features, bias=m.bias is not None)

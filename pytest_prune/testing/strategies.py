@@ -27,6 +27,7 @@ from .architectures import (
     RandomCNN,
     ResidualSpec,
     SharedSpec,
+    UpSpec,
     build,
     example_input,
     output_size,
@@ -149,6 +150,13 @@ def shared_blocks(draw, in_channels: int) -> SharedSpec:
 
 
 @st.composite
+def up_blocks(draw, in_channels: int) -> UpSpec:
+    """A decoder's 2x upsampling: transposed conv → (BatchNorm) → activation."""
+    return UpSpec(in_channels, draw(st.integers(1, MAX_CHANNELS)), draw(st.booleans()),
+                  draw(st.booleans()), draw(activations()))
+
+
+@st.composite
 def depthwise_separable(draw, in_channels: int, size: int) -> tuple[ConvSpec, ConvSpec]:
     """MobileNet's block: depthwise 3x3 (stride 1 or 2) → BN → act, pointwise 1x1 → BN → act."""
     stride = draw(st.sampled_from([1, 2])) if size >= 2 else 1
@@ -160,8 +168,8 @@ def depthwise_separable(draw, in_channels: int, size: int) -> tuple[ConvSpec, Co
 
 @st.composite
 def stages(draw, in_channels: int, size: int) -> tuple[Block, ...]:
-    """One feature stage: a conv unit, a pool, a residual, concat or shared-weights block, or a
-    depthwise-separable pair."""
+    """One feature stage: a conv unit, a pool, a residual, concat or shared-weights block, a
+    decoder's upsampling (while the map stays ≤ MAX_SIZE), or a depthwise-separable pair."""
     kinds = ["conv", "residual", "shared"]
     if size >= 2:
         kinds.append("pool")
@@ -169,6 +177,8 @@ def stages(draw, in_channels: int, size: int) -> tuple[Block, ...]:
         kinds.append("concat")
     if in_channels > 1:
         kinds.append("separable")
+    if 2 * size <= MAX_SIZE:
+        kinds += ["up", "up"]  # allowed only on small maps: drawn twice as often to be seen often
     kind = draw(st.sampled_from(kinds))
     if kind == "conv":
         stride = draw(st.sampled_from([1, 2])) if size >= 2 else 1
@@ -181,6 +191,8 @@ def stages(draw, in_channels: int, size: int) -> tuple[Block, ...]:
         return (draw(concat_blocks(in_channels)),)
     if kind == "shared":
         return (draw(shared_blocks(in_channels)),)
+    if kind == "up":
+        return (draw(up_blocks(in_channels)),)
     return draw(depthwise_separable(in_channels, size))
 
 

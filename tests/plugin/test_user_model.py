@@ -126,19 +126,21 @@ SIAMESE = """
     from torch import nn
 
     class Siamese(nn.Module):
-        # one branch run on both halves of the stem (shared weights), one residual block run twice
+        # one branch run on both halves of the stem (shared weights), a decoder's transposed conv,
+        # one residual block run twice
         def __init__(self):
             super().__init__()
             self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
             self.branch = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU())
             self.mix = nn.Sequential(nn.Conv2d(24, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+            self.up = nn.Sequential(nn.ConvTranspose2d(16, 16, 2, stride=2), nn.BatchNorm2d(16), nn.ReLU())
             self.blk = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                                      nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16))
             self.head = nn.Linear(16, 10)
 
         def forward(self, x):
             a, b = self.stem(x).chunk(2, 1)
-            h = self.mix(torch.cat([self.branch(a), self.branch(b)], 1))
+            h = self.up(self.mix(torch.cat([self.branch(a), self.branch(b)], 1)))
             h = (h + self.blk(h)).relu()
             return self.head((h + self.blk(h)).relu().mean((2, 3)))
 
@@ -152,9 +154,10 @@ SIAMESE = """
 """
 
 
-def test_a_model_with_shared_weights_gates_with_data_driven_criteria(pytester, monkeypatch):
-    """Layers run twice prune exactly through the plugin: the criteria that read feature maps
-    (attribution, taylor) score every use, lsq refits what it can; baselines written, then pass."""
+def test_a_model_with_shared_weights_and_a_transposed_conv_gates_with_data_driven_criteria(pytester, monkeypatch):
+    """Layers run twice and a transposed conv prune exactly through the plugin: the criteria that
+    read feature maps (attribution, taylor) score every use, lsq refits what it can; baselines
+    written, then pass."""
     pytester.makepyfile(siamese=textwrap.dedent(SIAMESE))
     monkeypatch.syspath_prepend(str(pytester.path))
     args = ["--prune-model=siamese:build", "--prune-data=siamese:data", "--prune-criteria=attribution,taylor",

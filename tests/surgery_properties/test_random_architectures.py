@@ -46,6 +46,7 @@ def _record(case: S.PruningCase) -> None:
     event(f"share of groups pruned: {'all' if pruned_groups == len(case.groups) else 'some'}")
     event(f"removes a position bundled by a grouped conv: {'yes' if _removes_bundle(case) else 'no'}")
     event(f"removes a channel of a shared-weights block: {'yes' if _removes_shared(case) else 'no'}")
+    event(f"removes a channel of a transposed conv: {'yes' if _removes_transposed(case) else 'no'}")
 
 
 def _removes_bundle(case: S.PruningCase) -> bool:
@@ -63,20 +64,32 @@ def _removes_shared(case: S.PruningCase) -> bool:
     ) if shared else False
 
 
-def test_grouped_convs_and_shared_blocks_are_pruned_in_a_fair_share_of_examples():
-    """The property tests reach grouped convs and blocks run twice: of 60 drawn cases, some remove
-    a bundled position, some a channel of a shared-weights block."""
+def _removes_transposed(case: S.PruningCase) -> bool:
+    """Whether the plan removes a channel that a transposed conv writes or reads."""
+    transposed = {n for n, m in case.model.named_modules() if isinstance(m, nn.ConvTranspose2d)}
+    by_name = {g.name: g for g in case.groups}
+    return any(
+        removed and any(m.module in transposed for m in by_name[name].members)
+        for name, removed in case.plan.remove.items()
+    )
+
+
+def test_grouped_convs_shared_blocks_and_transposed_convs_are_pruned_in_a_fair_share_of_examples():
+    """The property tests reach grouped convs, blocks run twice and transposed convs: of 60 drawn
+    cases, some remove a bundled position, some a channel of a shared-weights block, some a
+    channel of a transposed conv."""
     seen = []
 
     @settings(max_examples=60, derandomize=True, deadline=None, database=None)
     @given(case=S.pruning_cases())
     def draw(case):
-        seen.append((_removes_bundle(case), _removes_shared(case)))
+        seen.append((_removes_bundle(case), _removes_shared(case), _removes_transposed(case)))
 
     draw()
-    bundled, shared = (sum(column) for column in zip(*seen))
+    bundled, shared, transposed = (sum(column) for column in zip(*seen))
     assert bundled >= 0.1 * len(seen), f"{bundled} of {len(seen)} cases remove a bundled position"
     assert shared >= 0.1 * len(seen), f"{shared} of {len(seen)} cases remove a channel of a shared block"
+    assert transposed >= 0.1 * len(seen), f"{transposed} of {len(seen)} cases remove a transposed conv's channel"
 
 
 @PROFILE
