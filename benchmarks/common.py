@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from pytest_prune.pipeline.budget import Budget, PlanCost, ratio_for_budget
+from pytest_prune.pipeline.budget import plan_for_budget as budget_plan
 from pytest_prune.criteria import Criterion, ScoringContext, Scores
 from pytest_prune.data import load_data
 from pytest_prune.data.bundle import DataBundle
@@ -92,10 +93,10 @@ def plan_for_budget(
     criterion's natural one, so a table says what it measured); iterative criteria re-plan at the
     fraction found."""
     cost = PlanCost(s.info.model, s.groups, s.dense_count)
-    ratio = ratio_for_budget(budget, cost, lambda r: plan_from_scores(s.groups, scores, r, allocation))
-    if criterion is not None and type(criterion).plan is not Criterion.plan:
-        return criterion.plan(ctx, ratio, allocation), ratio
-    return plan_from_scores(s.groups, scores, ratio, allocation), ratio
+    if criterion is None:  # a Torch-Pruning importance: its scores are all there is
+        ratio = ratio_for_budget(budget, cost, lambda r: plan_from_scores(s.groups, scores, r, allocation))
+        return plan_from_scores(s.groups, scores, ratio, allocation), ratio
+    return budget_plan(criterion, ctx, budget, cost, allocation, scores)
 
 
 def recovered(s: Setup, pruned: torch.nn.Module, plan: PrunePlan, recovery: str) -> tuple[torch.nn.Module, float]:

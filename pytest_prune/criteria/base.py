@@ -46,6 +46,9 @@ class Criterion(ABC):
     # --prune-allocation): "global" only where the criterion's scores are meant to compare across
     # layers (its paper ranks globally, or normalises for that purpose); the docstring says why
     natural_allocation: ClassVar[Allocation] = "layerwise"
+    # whether plan() ranks scores() once (one-shot); iterative and greedy criteria re-score as
+    # channels go, so a caller holding their scores must still call plan()
+    plans_from_scores: ClassVar[bool] = True
 
     @abstractmethod
     def scores(self, ctx: ScoringContext) -> Scores:

@@ -297,6 +297,7 @@ class CAR(Criterion):
     summary = "classification accuracy reduction, greedy (Abbasi-Asl & Yu 2017)"
     cost = "one pass over the calibration subset per candidate channel and greedy step"
     natural_allocation: ClassVar[str] = "layerwise"
+    plans_from_scores: ClassVar[bool] = False  # greedy: re-scores after each removal
     max_samples: int | None = 256
     per_step: int = 1
     max_rounds: int | None = 8

@@ -109,6 +109,7 @@ class TaylorGuided(Criterion):
     summary = "activation×gradient Taylor, positive terms, iterative (Zhang et al. 2021; Molchanov et al. 2017)"
     cost = "one forward+backward per calibration batch per round (steps rounds)"
     natural_allocation: ClassVar[str] = "global"
+    plans_from_scores: ClassVar[bool] = False  # iterative: re-scores between rounds
     variant: Variant = "positive"
     steps: int = 4
 

@@ -21,10 +21,11 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from ..criteria.base import Criterion, ScoringContext, Scores
 from ..errors import SpecError
 from ..groups import ChannelGroup
 from ..measure import ModelCount
-from ..plan import PrunePlan
+from ..plan import Allocation, PrunePlan, plan_from_scores
 
 BUDGET_TOLERANCE = 0.02  # documented: a budget is met within 2 % of the dense total
 BUDGET_KINDS = ("macs", "params")
@@ -139,3 +140,24 @@ def ratio_for_budget(
         else:
             hi = mid
     return best
+
+
+def plan_for_budget(
+    criterion: Criterion, ctx: ScoringContext, budget: Budget, cost: PlanCost, allocation: Allocation,
+    scores: Scores | None = None,
+) -> tuple[PrunePlan, float]:
+    """The plan of ``criterion`` that meets ``budget``, and the channel fraction it removes.
+
+    The fraction is searched on the criterion's one-shot scores (``scores``, or scored here once):
+    re-ranking them is cheap. A one-shot criterion's plan at that fraction is the searched one, so
+    it is scored once; iterative and greedy ones plan once more there, re-scoring as they go. The
+    plugin's runs and the benchmarks both plan budgets through this function.
+    """
+    scores = criterion.scores(ctx) if scores is None else scores
+
+    def ranked(ratio: float) -> PrunePlan:
+        return plan_from_scores(ctx.groups, scores, ratio, allocation)
+
+    ratio = ratio_for_budget(budget, cost, ranked)
+    plan = ranked(ratio) if criterion.plans_from_scores else criterion.plan(ctx, ratio, allocation)
+    return plan, ratio

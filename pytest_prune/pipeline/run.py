@@ -34,10 +34,10 @@ from ..measure.accuracy import EVALUATION_BATCH_SIZE
 from ..measure.attribution import attribution_maps, predicted_classes
 from ..models import ModelInfo, load_model
 from ..models.zoo import model_name
-from ..plan import PrunePlan, plan_from_scores
+from ..plan import PrunePlan
 from ..recovery import parse_recovery
 from ..surgery import find_channel_groups, prune_model
-from .budget import PlanCost, ratio_for_budget
+from .budget import PlanCost, plan_for_budget
 from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour, latency_look
 from .methods import get_method, is_ratio_free
 from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
@@ -280,14 +280,8 @@ class PruneRun:
         allocation = self.allocation_for(criterion.name)
         if isinstance(target, float):
             return criterion.plan(ctx, target, allocation), target  # type: ignore[arg-type]
-        # Budgets: search the fraction on the criterion's one-shot scores (cheap to re-plan),
-        # then let the criterion plan once at that fraction (iterative ones re-score there).
-        scores = criterion.scores(ctx)
         cost = PlanCost(self.info.model, self.groups, self.dense_count)
-        ratio = ratio_for_budget(
-            target, cost, lambda r: plan_from_scores(self.groups, scores, r, allocation)  # type: ignore[arg-type]
-        )
-        return criterion.plan(ctx, ratio, allocation), ratio  # type: ignore[arg-type]
+        return plan_for_budget(criterion, ctx, target, cost, allocation)  # type: ignore[arg-type]
 
     def one_shot(self, criterion_name: str, target: Target | None) -> OneShot:
         """The compressed model straight out of surgery (or decomposition), cached."""
@@ -341,20 +335,12 @@ class PruneRun:
         example = model.one_batch(self.example_input) if isinstance(model, ExportedModel) else self.example_input
         count = count_model(model, example)
         top1 = self.top1_of(model)
-        result = MethodResult(
-            model=self.name, criterion="candidate", ratio=None, recovery="none",
-            method=candidate_id(path), top1_dense=self.dense_top1, top1_pruned=top1,
-            top1_one_shot=float("nan"), recovery_seconds=0.0,
-            macs_dense=self.dense_count.macs, macs_pruned=count.macs,
-            params_dense=self.dense_count.params, params_pruned=count.params,
-            score_seconds=0.0, prune_seconds=0.0, equivalence_max_abs=None,
-            storage_bytes_dense=self.dense_storage,
-            storage_bytes_compressed=Path(path).stat().st_size,
-            channels_total=sum(g.size for g in self.groups),
-            channels_removed=plan.count() if plan else 0,
+        result = self._result(
+            criterion="candidate", method=candidate_id(path), model=model, plan=plan, count=count,
+            top1=top1, storage_bytes=Path(path).stat().st_size, ratio=None, recovery="none",
+            top1_one_shot=float("nan"), recovery_seconds=0.0, score_seconds=0.0, prune_seconds=0.0,
+            equivalence_max_abs=None, notes=list(loaded.notes),
             match_mean_cosine=match.mean_cosine if match is not None else None,
-            notes=list(loaded.notes), pruned_model=model, plan=plan,
-            provenance=self.provenance(plan, count, model),
         )
         self._results[key] = result
         return self.complete(result) if inspect else result
@@ -405,34 +391,29 @@ class PruneRun:
             )
             model, recovery_seconds = recovered.model, recovered.seconds
             top1 = self.top1_of(model)
-        groups = self.groups
+        return self._result(
+            criterion=criterion_name, method=method_id(criterion_name, target, recovery), model=model,
+            plan=shot.plan, count=shot.count, top1=top1, storage_bytes=serialised_bytes(model),
+            ratio=shot.ratio, recovery=recovery, top1_one_shot=shot.top1,
+            recovery_seconds=recovery_seconds, score_seconds=shot.score_seconds,
+            prune_seconds=shot.prune_seconds, equivalence_max_abs=shot.equivalence_max_abs,
+            target=target_label(target), notes=list(shot.notes),
+            removed_per_group={g.name: len(shot.plan.remove.get(g.name, ())) for g in self.groups if shot.plan},
+        )
+
+    def _result(
+        self, *, criterion: str, method: str, model: nn.Module, plan: PrunePlan | None,
+        count: ModelCount, top1: float, storage_bytes: int, **compressed: Any,
+    ) -> MethodResult:
+        """The one result builder: the dense side and the provenance from this run, the compressed
+        side (how it was made and timed) from the caller."""
         return MethodResult(
-            model=self.name,
-            criterion=criterion_name,
-            ratio=shot.ratio,
-            recovery=recovery,
-            method=method_id(criterion_name, target, recovery),
-            top1_dense=self.dense_top1,
-            top1_pruned=top1,
-            top1_one_shot=shot.top1,
-            recovery_seconds=recovery_seconds,
-            macs_dense=self.dense_count.macs,
-            macs_pruned=shot.count.macs,
-            params_dense=self.dense_count.params,
-            params_pruned=shot.count.params,
-            score_seconds=shot.score_seconds,
-            prune_seconds=shot.prune_seconds,
-            equivalence_max_abs=shot.equivalence_max_abs,
-            storage_bytes_dense=self.dense_storage,
-            storage_bytes_compressed=serialised_bytes(model),
-            channels_total=sum(g.size for g in groups),
-            channels_removed=shot.plan.count() if shot.plan else 0,
-            target=target_label(target),
-            notes=list(shot.notes),
-            removed_per_group={
-                g.name: len(shot.plan.remove.get(g.name, ())) for g in groups if shot.plan
-            },
-            provenance=self.provenance(shot.plan, shot.count, model),
-            pruned_model=model,
-            plan=shot.plan,
+            model=self.name, criterion=criterion, method=method,
+            top1_dense=self.dense_top1, top1_pruned=top1,
+            macs_dense=self.dense_count.macs, macs_pruned=count.macs,
+            params_dense=self.dense_count.params, params_pruned=count.params,
+            storage_bytes_dense=self.dense_storage, storage_bytes_compressed=storage_bytes,
+            channels_total=sum(g.size for g in self.groups), channels_removed=plan.count() if plan else 0,
+            provenance=self.provenance(plan, count, model), pruned_model=model, plan=plan,
+            **compressed,
         )
