@@ -121,14 +121,30 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """Under pytest-xdist, keep each method's checks on one worker (scope = ``<model>::<method>``),
-    whatever --dist says, so that no method is pruned and measured twice; ``--dist each`` (every
-    test on every worker) is left as asked."""
-    if _gate_state(config) is None or config.getoption("dist", "load") in ("each", "no"):
+    """Under pytest-xdist, keep each pruning's checks on one worker, whatever --dist says: the
+    scope is ``<model>::<criterion>-<ratio>``, so the checks of every recovery of one pruning
+    (``l1-0.5``, ``l1-0.5+lsq``) share the one-shot model their worker pruned once. ``--dist each``
+    (every test on every worker) is left as asked."""
+    state = _gate_state(config)
+    if state is None or config.getoption("dist", "load") in ("each", "no"):
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    return LoadScopeScheduling(config, log)
+    recoveries = state.options.recoveries
+
+    class OneShotScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return one_shot_scope(nodeid, recoveries)
+
+    return OneShotScope(config, log)
+
+
+def one_shot_scope(nodeid: str, recoveries: list[str]) -> str:
+    """``lenet5::l1-0.5+lsq::top1`` → ``lenet5::l1-0.5``: the item's method without its recovery
+    (one of ``recoveries``, as the method ids spell them), i.e. the pruning the run caches once."""
+    method = nodeid.rsplit("::", 1)[0]
+    suffixes = sorted((f"+{r}" for r in recoveries if r not in ("", "none")), key=len, reverse=True)
+    return next((method[: -len(s)] for s in suffixes if method.endswith(s)), method)
 
 
 @pytest.hookimpl(optionalhook=True)

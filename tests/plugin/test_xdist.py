@@ -44,3 +44,17 @@ def test_junit_xml_carries_the_figures_of_every_gate(pytester, workers):
     drop = found["accuracy_drop"]
     assert drop["model"] == "lenet5" and drop["method"] == "l1-0.5" and drop["verdict"] == "pass"
     assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01
+
+
+def test_every_recovery_of_one_pruning_shares_a_worker_scope():
+    """Under -n, the checks of l1-0.5, l1-0.5+lsq and l1-0.5+lsq+bn go to one worker: the run
+    prunes l1-0.5 once and recovers it twice (with one scope per method id, two workers each
+    scored and pruned it: CAR's 3 s of scoring ran twice for every ratio)."""
+    from pytest_prune.plugin import one_shot_scope
+
+    recoveries = ["none", "lsq", "lsq+bn"]
+    scopes = {one_shot_scope(f"lenet5::{m}::top1", recoveries) for m in ("l1-0.5", "l1-0.5+lsq", "l1-0.5+lsq+bn")}
+    assert scopes == {"lenet5::l1-0.5"}
+    assert one_shot_scope("lenet5::meanvar+tucker::top1", recoveries) == "lenet5::meanvar+tucker"
+    assert one_shot_scope("lenet5::l1-macs0.5+lsq::macs_reduction", recoveries) == "lenet5::l1-macs0.5"
+    assert one_shot_scope("lenet5::l1-0.3::top1", recoveries) != one_shot_scope("lenet5::l1-0.5::top1", recoveries)
