@@ -7,10 +7,22 @@ GATES = ["--prune-model=lenet5", "--prune-criteria=l1,random", "--prune-ratios=0
 METHODS = ["l1-0.3", "l1-0.5", "random-0.3", "random-0.5"]
 
 
-@pytest.mark.parametrize("dist", ["load", "worksteal"])
-def test_two_workers_measure_each_method_once_and_the_controller_reports(pytester, dist):
-    baselines, report = pytester.path / "bl", pytester.path / "report"
-    args = [*GATES, f"--prune-baselines={baselines}", f"--prune-report={report}", "-n", "2", "--dist", dist]
+def _junit_properties(junit) -> dict[tuple[str, str], dict[str, str]]:
+    import xml.etree.ElementTree as ET
+
+    found = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        found[(properties["method"], properties["check"])] = properties
+    return found
+
+
+def test_two_workers_measure_each_method_once_and_the_controller_reports(pytester):
+    """-n 2 under --dist worksteal (the plugin's scheduler replaces it: see the scheduler test):
+    each baseline written once, one summary, one report row per method in gate order; the compare
+    run's JUnit XML carries every gate's figures from the workers."""
+    baselines, report, junit = pytester.path / "bl", pytester.path / "report", pytester.path / "junit.xml"
+    args = [*GATES, f"--prune-baselines={baselines}", f"--prune-report={report}", "-n", "2", "--dist", "worksteal"]
     written = pytester.runpytest(*args, "--prune-update-baselines")
     written.assert_outcomes(passed=6 * len(METHODS))
     out = written.stdout.str()
@@ -21,29 +33,47 @@ def test_two_workers_measure_each_method_once_and_the_controller_reports(pyteste
     assert rows["method"].tolist() == METHODS  # one row per method, in gate order
     table = [line.split()[1] for line in out.splitlines() if line.startswith("lenet5 ")]
     assert table == METHODS
-    compared = pytester.runpytest(*args)
+    compared = pytester.runpytest(*args, f"--junitxml={junit}")
     compared.assert_outcomes(passed=6 * len(METHODS))
     assert "FAIL" not in compared.stdout.str() and compared.stdout.str().count("  pass") == len(METHODS)
+    found = _junit_properties(junit)
+    assert {m for m, _ in found} == set(METHODS) and len(found) == 6 * len(METHODS)
+    drop = found[("l1-0.5", "accuracy_drop")]
+    assert drop["model"] == "lenet5" and drop["verdict"] == "pass"
+    assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
-def test_junit_xml_carries_the_figures_of_every_gate(pytester, workers):
-    import xml.etree.ElementTree as ET
-
+def test_junit_xml_carries_the_figures_of_every_gate(pytester):
     baselines, junit = pytester.path / "bl", pytester.path / "junit.xml"
-    args = [*GATES, "--prune-criteria=l1", "--prune-ratios=0.5", f"--prune-baselines={baselines}", *workers]
+    args = [*GATES, "--prune-criteria=l1", "--prune-ratios=0.5", f"--prune-baselines={baselines}"]
     pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6)
     pytester.runpytest(*args, f"--junitxml={junit}").assert_outcomes(passed=6)
-    cases = ET.parse(junit).getroot().iter("testcase")
-    found = {}
-    for case in cases:
-        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
-        found[properties["check"]] = properties
+    found = {check: p for (_, check), p in _junit_properties(junit).items()}
     assert set(found) == {"top1", "accuracy_drop", "macs_reduction", "params_reduction",
                           "surgery_equivalence", "attribution_retention"}
     drop = found["accuracy_drop"]
     assert drop["model"] == "lenet5" and drop["method"] == "l1-0.5" and drop["verdict"] == "pass"
     assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01
+
+
+@pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "worksteal", "loadgroup"])
+def test_every_distribution_mode_gets_the_one_shot_scheduler(dist):
+    """Whatever --dist says (but each / no), the gates are scheduled by pruning."""
+    from types import SimpleNamespace
+
+    import pytest_prune.plugin as plugin
+    from pytest_prune.plugin.options import GateOptions
+    from pytest_prune.plugin.session import GATE_STATE, GateState
+
+    options = GateOptions(model="lenet5", criteria=["l1"], ratios=[0.5], recoveries=["none", "lsq"],
+                          baselines=None, update=False, report=None, min_speedup=None, candidates=[])
+    stash = {GATE_STATE: GateState(run=None, options=options)}
+    config = SimpleNamespace(stash=SimpleNamespace(get=lambda key, default=None: stash.get(key, default)),
+                             getoption=lambda name, default=None: dist,
+                             getvalue=lambda name: ["2*popen"])  # what -n 2 sets (xdist's --tx)
+    scheduler = plugin.pytest_xdist_make_scheduler(config, log=None)
+    assert type(scheduler).__name__ == "OneShotScope" and scheduler.numnodes == 2
+    assert scheduler._split_scope("lenet5::l1-0.5+lsq::top1") == "lenet5::l1-0.5"
 
 
 def test_every_recovery_of_one_pruning_shares_a_worker_scope():
