@@ -27,6 +27,7 @@ from ..errors import SpecError
 from ..groups import ChannelGroup
 from ..measure import count_model
 from ..plan import PrunePlan
+from .results import OneShot
 
 @dataclass(frozen=True)
 class Method:
@@ -79,11 +80,6 @@ def is_ratio_free(name: str) -> bool:
     return get_method(name).ratio_free
 
 
-def has_surgery(name: str) -> bool:
-    """Whether the method removes channels (so the surgery-equivalence check applies)."""
-    return get_method(name).removes_channels
-
-
 @dataclass
 class Decomposed:
     """A model after a decomposition step, with what it left alone and why."""
@@ -111,9 +107,7 @@ def meanvar_auto_plan(ctx: ScoringContext) -> PrunePlan:
     return MeanVariance().natural_plan(ctx)
 
 
-def _decomposed_shot(run: Any, decomposed: Decomposed, ratio: float | None, seconds: float) -> Any:
-    from .results import OneShot
-
+def _decomposed_shot(run: Any, decomposed: Decomposed, ratio: float | None, seconds: float) -> OneShot:
     return OneShot(
         plan=None, ratio=ratio, model=decomposed.model, top1=run.top1_of(decomposed.model),
         count=count_model(decomposed.model, run.example_input), score_seconds=seconds,

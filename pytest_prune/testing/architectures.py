@@ -204,23 +204,24 @@ def output_size(block: Block, size: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-class ConvUnit(nn.Module):
-    def __init__(self, spec: ConvSpec):
+class _ConvBnAct(nn.Module):
+    """``conv`` → BatchNorm (optional) → activation: a conv unit and an upsampling unit alike."""
+
+    def __init__(self, conv: nn.Module, spec: ConvSpec | UpSpec):
         super().__init__()
-        self.conv = nn.Conv2d(
-            spec.in_channels,
-            spec.out_channels,
-            spec.kernel_size,
-            spec.stride,
-            spec.kernel_size // 2,
-            groups=spec.groups,
-            bias=spec.bias,
-        )
+        self.conv = conv
         self.bn = nn.BatchNorm2d(spec.out_channels) if spec.batchnorm else nn.Identity()
         self.act = _ACTIVATION_MODULES[spec.activation]()
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
+
+
+class ConvUnit(_ConvBnAct):
+    def __init__(self, spec: ConvSpec):
+        k = spec.kernel_size
+        conv = nn.Conv2d(spec.in_channels, spec.out_channels, k, spec.stride, k // 2, groups=spec.groups, bias=spec.bias)
+        super().__init__(conv, spec)
 
 
 class ResidualUnit(nn.Module):
@@ -234,15 +235,9 @@ class ResidualUnit(nn.Module):
         return self.act(torch.add(self.body(x), self.shortcut(x)))
 
 
-class UpUnit(nn.Module):
+class UpUnit(_ConvBnAct):
     def __init__(self, spec: UpSpec):
-        super().__init__()
-        self.conv = nn.ConvTranspose2d(spec.in_channels, spec.out_channels, 2, stride=2, bias=spec.bias)
-        self.bn = nn.BatchNorm2d(spec.out_channels) if spec.batchnorm else nn.Identity()
-        self.act = _ACTIVATION_MODULES[spec.activation]()
-
-    def forward(self, x):
-        return self.act(self.bn(self.conv(x)))
+        super().__init__(nn.ConvTranspose2d(spec.in_channels, spec.out_channels, 2, stride=2, bias=spec.bias), spec)
 
 
 class ConcatUnit(nn.Module):
