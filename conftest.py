@@ -7,7 +7,7 @@ derandomized), ``dev`` otherwise, or whatever HYPOTHESIS_PROFILE names.
 
 from hypothesis import settings
 
-from pytest_prune.strategies import register_profiles, selected_profile
+from pytest_prune.testing.profiles import register_profiles, selected_profile  # no torch: see that module
 
 register_profiles()
 settings.load_profile(selected_profile())

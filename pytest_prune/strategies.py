@@ -58,6 +58,7 @@ from .testing.oracle import (
     measured_shapes,
     parameter_shapes,
 )
+from .testing.profiles import register_profiles, selected_profile
 from .testing.strategies import (
     BuiltCNN,
     PruningCase,
@@ -72,10 +73,8 @@ from .testing.strategies import (
     heads,
     pools,
     pruning_cases,
-    register_profiles,
     removals,
     residual_blocks,
-    selected_profile,
     shared_blocks,
     stages,
     up_blocks,

@@ -1,14 +1,13 @@
-"""Hypothesis strategies: random architectures, built models, channel plans and pruning cases,
-and the ``ci`` / ``dev`` settings profiles."""
+"""Hypothesis strategies: random architectures, built models, channel plans and pruning cases
+(the ``ci`` / ``dev`` settings profiles are in :mod:`.profiles`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Sequence
 
 import torch
-from hypothesis import assume, settings
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from ..groups import ChannelGroup
@@ -322,35 +321,3 @@ def pruning_cases(draw, *, max_stages: int = 4) -> PruningCase:
     assume(any(g.size > 1 for g in case.groups))
     return dataclasses.replace(case, plan=draw(channel_choices(case.groups)))
 
-
-# ---------------------------------------------------------------------------------------------
-# Settings profiles
-# ---------------------------------------------------------------------------------------------
-
-
-def register_profiles() -> None:
-    """Register the ``ci`` and ``dev`` settings profiles (load one with ``settings.load_profile``).
-
-    ``ci``: 200 examples, derandomized and without the example database, so that every CI run
-    tests the same examples and a failure prints a reproducible blob. ``dev``: 25 random examples,
-    with the local database replaying past failures first. Both: no deadline (the first example
-    pays for torch's lazy initialisation), health checks on.
-    """
-    settings.register_profile(
-        "ci",
-        max_examples=200,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        print_blob=True,
-        suppress_health_check=(),
-    )
-    settings.register_profile("dev", max_examples=25, deadline=None)
-
-
-def selected_profile() -> str:
-    """The profile to load: ``$HYPOTHESIS_PROFILE``, else ``ci`` if ``$CI`` is set, else ``dev``."""
-    chosen = os.environ.get("HYPOTHESIS_PROFILE")
-    if chosen:
-        return chosen
-    return "ci" if os.environ.get("CI", "").lower() not in ("", "0", "false") else "dev"
