@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .bundle import DataBundle
-from .digits import SPLIT_RECIPE, digits_split
+from .digits import SPLIT_RECIPE, digits_arrays, digits_split
 from .samples import TensorSamples, calibration_subset
 
 NAME = "colour-digits"
@@ -72,17 +72,15 @@ def draw_colours(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def colour_digit_pixels(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 digits as raw RGB pixels (N×3×32×32 in [0, 1]) and their labels, in sklearn's order."""
-    from sklearn.datasets import load_digits  # imported here: only the digits sources need scikit-learn
-
-    raw = load_digits()
-    coverage = torch.from_numpy(raw.images.astype(np.float32) / _INK_MAX).unsqueeze(1)
+    images, target = digits_arrays()
+    coverage = torch.from_numpy(images.astype(np.float32) / _INK_MAX).unsqueeze(1)
     size = SPLIT_RECIPE["size"]
     coverage = F.interpolate(coverage, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
     foreground, background = (
-        torch.from_numpy(c.astype(np.float32)).view(-1, 3, 1, 1) for c in draw_colours(len(raw.target), seed)
+        torch.from_numpy(c.astype(np.float32)).view(-1, 3, 1, 1) for c in draw_colours(len(target), seed)
     )
     pixels = coverage * foreground + (1.0 - coverage) * background
-    return pixels, torch.from_numpy(raw.target.astype(np.int64))
+    return pixels, torch.from_numpy(target.astype(np.int64))
 
 
 def colour_digits(seed: int = 0, calibration_size: int | None = None) -> DataBundle:

@@ -8,7 +8,9 @@ measured on exactly these held-out images.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,17 +54,34 @@ def exact_mean_std(values: torch.Tensor) -> tuple[float, float]:
     return mean, math.sqrt(math.fsum((flat - mean) ** 2) / (flat.size - 1))
 
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 images (8×8, ink 0..16) and labels of ``sklearn.datasets.load_digits``.
+
+    Read from the file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``: 64 pixels and
+    the label per row, which is what ``load_digits`` parses) without importing scikit-learn, whose
+    import took 2-5 s of every gate run and of each pytest-xdist worker; the loader itself is the
+    fallback should a release move the file. A test keeps the two equal.
+    """
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits
+
+        raw = load_digits()
+        return raw.images, raw.target
+    table = np.loadtxt(path, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_digits_bundle(calibration_size: int | None = None) -> DataBundle:
     """Train (1,437) and held-out (360) digits as normalised 1×32×32 tensors; calibration from train."""
-    from sklearn.datasets import load_digits  # imported here: only this data source needs scikit-learn
-
-    raw = load_digits()
-    labels = torch.from_numpy(raw.target.astype(np.int64))
-    images = torch.from_numpy(raw.images.astype(np.float32) / _PIXEL_MAX).unsqueeze(1)
+    pixels, target = digits_arrays()
+    labels = torch.from_numpy(target.astype(np.int64))
+    images = torch.from_numpy(pixels.astype(np.float32) / _PIXEL_MAX).unsqueeze(1)
     size = SPLIT_RECIPE["size"]
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
 
-    train_indices, held_out_indices = (torch.from_numpy(i) for i in digits_split(raw.target))
+    train_indices, held_out_indices = (torch.from_numpy(i) for i in digits_split(target))
     # Statistics of the train split only, so nothing about the held-out images leaks into training;
     # summed exactly, so that they (and the data digest) are the same bits on every CPU.
     mean, std = exact_mean_std(images[train_indices])

@@ -71,3 +71,14 @@ def test_calibration_is_a_fixed_subset_of_train_and_smaller_sizes_are_prefixes(d
 def test_calibration_size_out_of_range_is_a_data_error(size):
     with pytest.raises(DataError, match=r"calibration_size=.*digits.*from 1 to the 1438"):
         load_data("digits", calibration_size=size)
+
+
+def test_the_digits_read_without_scikit_learn_are_its_loader_s():
+    from sklearn.datasets import load_digits
+
+    from pytest_prune.data.digits import digits_arrays
+
+    images, target = digits_arrays()
+    raw = load_digits()
+    assert np.array_equal(images, raw.images) and np.array_equal(target, raw.target)
+    assert images.shape == (1797, 8, 8) and target.dtype == np.int64
