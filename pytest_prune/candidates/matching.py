@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from ..errors import WeightsError
@@ -134,6 +133,8 @@ def _assign(similarity: torch.Tensor, certain: list[bool]) -> list[tuple[int, in
     must not be traded for another group's channels when filters match poorly.
     """
     bonus = torch.tensor([3.0 if c else 0.0 for c in certain], dtype=similarity.dtype)
+    from scipy.optimize import linear_sum_assignment  # here: scipy.optimize takes ~1 s to import, and only candidates need it
+
     rows, cols = linear_sum_assignment((similarity + bonus).numpy(), maximize=True)
     return list(zip(rows.tolist(), cols.tolist()))
 

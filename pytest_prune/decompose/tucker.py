@@ -33,9 +33,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
-import tensorly
 import torch
-from tensorly.decomposition import partial_tucker
 from torch import nn
 
 from .errors import DecompositionError
@@ -115,6 +113,8 @@ def tucker2_cascade(
 @contextmanager
 def _pytorch_backend() -> Iterator[None]:
     """Run tensorly on the PyTorch backend in this thread only, restoring the previous one after."""
+    import tensorly  # here, not at the top: with scipy it takes 1-2 s, and only Tucker needs it
+
     previous = tensorly.get_backend()
     tensorly.set_backend("pytorch", local_threadsafe=True)
     try:
@@ -127,6 +127,8 @@ def tucker2_factors(
     weight: torch.Tensor, ranks: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(G, U_out, U_in) of the Tucker-2 decomposition of a 4-D kernel, in float64."""
+    from tensorly.decomposition import partial_tucker
+
     with _pytorch_backend(), warnings.catch_warnings():
         # A rank above the rank of an unfolding is expected (full rank of a conv with C_out > C_in·k²):
         # tensorly warns, then pads the factor with orthonormal columns, which is what we want.

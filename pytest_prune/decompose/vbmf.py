@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import brentq, minimize_scalar
 
 from .errors import DecompositionError
 
@@ -63,6 +62,8 @@ def threshold_constants(alpha: float) -> tuple[float, float]:
     # Φ(τ) + Φ(τ/α) falls from 1 (τ → 0) to −1 (τ → ∞); its zero lies above √α and well below
     # 10·√α + 10 for every α ∈ (0, 1], so this bracket always holds it.
     low, high = 1e-3 * math.sqrt(alpha), 10.0 * math.sqrt(alpha) + 10.0
+    from scipy.optimize import brentq  # here: scipy.optimize takes ~1 s to import, VBMF alone needs it
+
     tau = brentq(lambda t: _phi(t) + _phi(t / alpha), low, high, xtol=1e-14, rtol=1e-14)
     return tau, (1.0 + tau) * (1.0 + alpha / tau)
 
@@ -91,6 +92,8 @@ def _noise_variance(squares: np.ndarray, m: int, alpha: float, x_low: float) -> 
     values = [_free_energy(s, squares, m, alpha, x_low) for s in grid]
     best = int(np.argmin(values))
     a, b = math.log(grid[max(best - 1, 0)]), math.log(grid[min(best + 1, _GRID_POINTS - 1)])
+    from scipy.optimize import minimize_scalar
+
     refined = minimize_scalar(
         lambda t: _free_energy(math.exp(t), squares, m, alpha, x_low),
         bounds=(a, b),
