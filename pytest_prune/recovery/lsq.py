@@ -26,6 +26,10 @@ weight inputs, so λ is ``ridge`` times the mean eigenvalue of XᵀX). Spatial p
 ``positions`` per image without replacement (all of them if the map is smaller), from a generator
 seeded with the run's seed, so the same seed gives bitwise the same weights.
 
+The rows, the sampling, the dense capture and the normal equations live in :mod:`.lsq_capture`,
+shared with the ``recon`` criterion (which chooses the channels this fit absorbs best) and the
+sensitivity analysis's refit, so all three fit exactly the same problem.
+
 Cost, and why it is linear in depth. Layer k's rows depend on the refit weights of layers before
 it, and each refit needs all calibration images, so a layer-by-layer loop that re-runs the pruned
 network up to layer k for every k costs O(depth²) layer evaluations. Instead:
@@ -47,87 +51,30 @@ forward pass over the same images; peak memory about 0.5 GB above the models and
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..groups import is_conv_or_linear
 from ..modes import modes_kept
 from .base import RecoveryContext, RecoveryStep, StepReport, calibration_inputs
+from .lsq_capture import (  # noqa: F401  (the rows, positions and widths are re-exported: lsq's API)
+    ROW_IMAGES,
+    NormalEquations,
+    SampledLayer,
+    capture_dense,
+    channels_first,
+    conv_output_size,
+    gather_positions,
+    in_width,
+    input_positions,
+    input_rows,
+    out_width,
+    sample_positions,
+    squared_error,
+)
 from .registry import register
-
-ROW_IMAGES = 256  # images whose rows are built at a time (bounds the float64 row block)
-
-
-def in_width(module: nn.Module) -> int:
-    return module.in_channels if isinstance(module, nn.modules.conv._ConvNd) else module.in_features
-
-
-def out_width(module: nn.Module) -> int:
-    return module.out_channels if isinstance(module, nn.modules.conv._ConvNd) else module.out_features
-
-
-def channels_first(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
-    """(images, channels, positions): a conv's map with pixels flattened, or a linear layer's
-    input/output with every leading dimension after the batch as positions (one for plain vectors)."""
-    if isinstance(module, nn.Conv2d):
-        return t.flatten(2)
-    return t.reshape(t.shape[0], -1, t.shape[-1]).transpose(1, 2)
-
-
-def gather_positions(t: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """t[i, :, positions[i]] for every image i of t (images, channels, positions), as
-    (images · sampled, channels) rows."""
-    index = positions.to(t.device)[:, None, :].expand(-1, t.shape[1], -1)
-    return t.gather(2, index).transpose(1, 2).reshape(-1, t.shape[1])
-
-
-def conv_output_size(module: nn.Conv2d, height: int, width: int) -> tuple[int, int]:
-    """Output map size of ``module`` on an input already padded to ``height`` × ``width``."""
-    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    return (height - dh * (kh - 1) - 1) // sh + 1, (width - dw * (kw - 1) - 1) // sw + 1
-
-
-def input_positions(module: nn.Module, x: torch.Tensor) -> int:
-    """The output positions per image that ``module`` computes from input ``x``."""
-    if isinstance(module, nn.Conv2d):
-        left, right, top, bottom = module._reversed_padding_repeated_twice
-        return math.prod(conv_output_size(module, x.shape[2] + top + bottom, x.shape[3] + left + right))
-    return channels_first(module, x).shape[2]
-
-
-def input_rows(module: nn.Module, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """(images · sampled, D): what ``module`` computes each sampled output position from.
-
-    For a convolution that is the position's im2col column (what ``F.unfold`` gives, in the
-    weight's (channel, kernel row, kernel column) order), gathered for the sampled positions only:
-    unfolding whole maps to keep 16 of 1,024 columns took three quarters of the step's time.
-    """
-    if not isinstance(module, nn.Conv2d):
-        return gather_positions(channels_first(module, x), positions)
-    mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
-    x = F.pad(x, module._reversed_padding_repeated_twice, mode=mode)  # 'same' padding included
-    (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
-    n, channels, height, width = x.shape
-    out_width = conv_output_size(module, height, width)[1]
-    positions = positions.to(x.device)
-    corner = (positions // out_width) * sh * width + (positions % out_width) * sw  # (n, sampled)
-    ki, kj = torch.meshgrid(torch.arange(kh, device=x.device), torch.arange(kw, device=x.device), indexing="ij")
-    offsets = (ki * dh * width + kj * dw).reshape(-1)  # (kh · kw,)
-    index = (corner[:, :, None] + offsets).reshape(n, -1)  # (n, sampled · kh · kw)
-    patches = x.flatten(2).gather(2, index[:, None, :].expand(-1, channels, -1))
-    patches = patches.reshape(n, channels, positions.shape[1], kh * kw).transpose(1, 2)
-    return patches.reshape(-1, channels * kh * kw)
-
-
-def sample_positions(images: int, available: int, per_image: int, generator: torch.Generator) -> torch.Tensor:
-    """(images, k) positions, k = min(per_image, available), distinct within each image."""
-    if available <= per_image:
-        return torch.arange(available).expand(images, available)
-    return torch.rand(images, available, generator=generator).argsort(dim=1)[:, :per_image]
 
 
 def removed_outputs(ctx: RecoveryContext) -> dict[str, set[int]] | None:
@@ -143,25 +90,13 @@ def removed_outputs(ctx: RecoveryContext) -> dict[str, set[int]] | None:
 
 
 @dataclass
-class LayerFit:
-    """One layer to refit and what the two passes collect for it."""
+class LayerFit(SampledLayer):
+    """One layer to refit: what the dense capture collects for it (:class:`SampledLayer`), its
+    pruned counterpart, and how far the pruned pass got."""
 
-    name: str
-    dense: nn.Module
-    pruned: nn.Module
-    kept_outputs: torch.Tensor | None  # dense output channels that survive; None: all of them
-    positions: torch.Tensor | None = None  # (images, sampled) output positions, drawn at first call
-    available: int = 0  # output positions per image
-    targets: list[torch.Tensor] = field(default_factory=list)  # dense outputs at the positions
-    calls: int = 0
+    pruned: nn.Module | None = None
     reached: bool = False  # the pruned pass got to it
     fitted: bool = False
-
-
-def squared_error(theta: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, target_energy: torch.Tensor) -> float:
-    """‖Aθ − Y‖² from AᵀA, AᵀY and ‖Y‖² (clamped at 0 against rounding)."""
-    value = (theta * (gram @ theta)).sum() - 2 * (theta * cross).sum() + target_energy
-    return max(float(value), 0.0)
 
 
 @register
@@ -210,7 +145,8 @@ class LeastSquaresReconstruction(RecoveryStep):
             if reason is not None:
                 report.skipped[name] = reason
             else:
-                fits.append(LayerFit(name, dense, module, kept.to(ctx.device) if kept is not None else None))
+                kept = kept.to(ctx.device) if kept is not None else None
+                fits.append(LayerFit(name, dense, kept_outputs=kept, pruned=module))
         return fits
 
     @staticmethod
@@ -279,35 +215,13 @@ class LeastSquaresReconstruction(RecoveryStep):
         generator: torch.Generator,
     ) -> None:
         """Keep every refit layer's dense output at its sampled positions, batch by batch."""
-        offset = 0
-
-        def keep_target(fit: LayerFit, _module: nn.Module, _args: tuple, output: torch.Tensor) -> None:
-            fit.calls += 1
-            output = channels_first(fit.dense, output)
-            if fit.positions is None:  # drawn in forward order: deterministic under the seed
-                fit.available = output.shape[2]
-                fit.positions = sample_positions(images, fit.available, self.positions, generator)
-            if output.shape[2] != fit.available:
-                return  # check_calls drops a layer that did not give one target per batch
-            target = gather_positions(output, fit.positions[offset : offset + len(output)])
-            if fit.kept_outputs is not None:
-                target = target[:, fit.kept_outputs]
-            fit.targets.append(target.float())
-
-        hooks = [f.dense.register_forward_hook(lambda m, a, o, f=f: keep_target(f, m, a, o)) for f in fits]
-        try:
-            for x in batches:
-                dense(x)
-                offset += len(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        capture_dense(dense, fits, batches, self.positions, generator)
 
     @staticmethod
     def check_calls(fits: list[LayerFit], batches: int, report: StepReport) -> list[LayerFit]:
         kept = []
         for f in fits:
-            if f.calls == batches and len(f.targets) == batches:
+            if f.calls == batches and f.captured == batches:
                 kept.append(f)
             elif f.calls == 0:
                 report.skipped[f.name] = "the dense model never calls it in its forward pass"
@@ -342,39 +256,28 @@ class LeastSquaresReconstruction(RecoveryStep):
     def fit(self, fit: LayerFit, x: torch.Tensor, report: StepReport) -> str | None:
         """Solve for the layer's weight (and bias) and write them; a reason if it cannot."""
         layer = fit.pruned
-        assert fit.positions is not None
+        assert fit.positions is not None and layer is not None
         has_bias = layer.bias is not None
         y = torch.cat(fit.targets).double()
         fit.targets.clear()
-        gram = cross = None
-        start = 0
         if input_positions(layer, x) != fit.available:
             return (
                 f"its input gives {input_positions(layer, x)} positions per image but the dense output "
                 f"has {fit.available}: the pruned layer does not line up with the dense one"
             )
-        for i in range(0, len(x), ROW_IMAGES):
-            a = input_rows(layer, x[i : i + ROW_IMAGES], fit.positions[i : i + ROW_IMAGES]).double()
-            if has_bias:
-                a = torch.cat([a, a.new_ones(len(a), 1)], dim=1)
-            block = y[start : start + len(a)]
-            start += len(a)
-            gram = a.T @ a if gram is None else gram + a.T @ a
-            cross = a.T @ block if cross is None else cross + a.T @ block
-        assert gram is not None and cross is not None
-        width = gram.shape[0] - int(has_bias)
-        trace = float(gram.diagonal()[:width].sum())
-        if trace <= 0.0:
+        normal = NormalEquations()
+        normal.add_layer(layer, x, fit.positions, y)
+        penalty = normal.ridge(self.ridge, has_bias)
+        if penalty is None:
             return "its input is zero at every sampled position: there is nothing to fit"
-        penalty = torch.zeros(gram.shape[0], dtype=gram.dtype, device=gram.device)
-        penalty[:width] = self.ridge * trace / width
+        gram, cross, energy = normal.gram, normal.cross, normal.target_energy.sum()
         theta = torch.linalg.solve(gram + torch.diag(penalty), cross)
+        width = gram.shape[0] - int(has_bias)
 
         weight = layer.weight
         old = weight.detach().reshape(weight.shape[0], -1).T.double()
         if has_bias:
             old = torch.cat([old, layer.bias.detach().double()[None, :]])
-        energy = y.pow(2).sum()
         before, after = squared_error(old, gram, cross, energy), squared_error(theta, gram, cross, energy)
         weight.copy_(theta[:width].T.reshape(weight.shape).to(weight.dtype))
         if has_bias:
