@@ -25,8 +25,8 @@ class _PlaceChannels(torch.autograd.Function):
         ctx.stride = stride
         sub = x[:, :, ::stride, ::stride]
         out = x.new_zeros((x.shape[0], out_channels) + tuple(sub.shape[2:]))
-        out[:, positions] = sub
-        return out
+        # out of place: the ONNX exporter dropped the in-place write and exported all zeros
+        return out.index_copy(1, positions, sub)
 
     @staticmethod
     def backward(ctx, grad_out):

@@ -1,10 +1,12 @@
-"""Latency: positive, summarised robustly, interleaved; only a gross cost difference is asserted."""
+"""Latency: positive, summarised robustly, interleaved (eager and ONNX Runtime); only a gross cost
+difference is asserted."""
 
 import pytest
 import torch
 from torch import nn
 
 from pytest_prune.errors import PruneError
+from pytest_prune.measure.export import onnx_available
 from pytest_prune.measure.latency import latency, speedup
 
 
@@ -45,3 +47,40 @@ def test_a_64x_heavier_conv_is_slower_in_the_same_run():
 def test_bad_settings_are_named():
     with pytest.raises(PruneError, match="repeats=0"):
         latency(conv(2), torch.rand(1, 2, 4, 4), repeats=0)
+
+
+def test_interleaved_calls_alternate_the_order_every_round():
+    from pytest_prune.measure.latency import interleaved_calls
+
+    calls: list[str] = []
+    results = interleaved_calls([lambda: calls.append("a"), lambda: calls.append("b")], repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then a b / b a / a b
+    assert [len(r.samples) for r in results] == [3, 3]
+
+
+def test_an_unknown_backend_or_onnxruntime_without_the_extra_is_named(monkeypatch):
+    import pytest_prune.measure.export as export
+    from pytest_prune.errors import SpecError
+    from pytest_prune.measure.latency import check_backend, default_backend
+
+    with pytest.raises(SpecError, match="'tvm' is unknown; use one of eager, onnxruntime"):
+        check_backend("tvm")
+    assert default_backend() == "eager"  # installed extras or not: ONNX Runtime is asked for
+    monkeypatch.setattr(export, "onnx_available", lambda: False)
+    with pytest.raises(SpecError, match=r'pip install -e "\.\[onnx\]"'):
+        check_backend("onnxruntime")
+
+
+onnx_only = pytest.mark.skipif(not onnx_available(), reason='needs the onnx extra: pip install -e ".[onnx]"')
+
+
+@onnx_only
+def test_onnxruntime_backend_times_the_exported_models_and_records_backend_and_spread():
+    from pytest_prune.measure.latency import backend_latency
+
+    heavy, tiny = conv(64), nn.Sequential(FirstChannels(8), conv(8))
+    fields = backend_latency(heavy, tiny, torch.rand(1, 64, 32, 32), repeats=15, backend="onnxruntime")
+    assert fields["latency_backend"] == "onnxruntime"
+    assert fields["latency_dense_ms"] > fields["latency_pruned_ms"] > 0  # 64x the MACs: slower in ORT too
+    assert fields["latency_dense_iqr_ms"] >= 0 and fields["latency_pruned_iqr_ms"] >= 0
+    assert fields["speedup"] == pytest.approx(fields["latency_dense_ms"] / fields["latency_pruned_ms"])
