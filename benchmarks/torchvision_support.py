@@ -1,4 +1,4 @@
-"""Which torchvision classification models pytest-prune can prune: the README's support table.
+"""Which torchvision classification models pytest-prune can prune: the support table of docs/results.md.
 
 For every model of ``torchvision.models.list_models(module=torchvision.models)``, the surgery tests'
 check at a small input: random weights (``build_model("torchvision:NAME")``, seeded), BatchNorms with
@@ -15,12 +15,12 @@ is not the masked one, another exception, a model that takes longer than ``--bud
 
     python benchmarks/torchvision_support.py                          # every model, one table
     python benchmarks/torchvision_support.py --models resnet18,convnext_tiny
-    python benchmarks/torchvision_support.py --write-readme           # and rewrite the README's table
+    python benchmarks/torchvision_support.py --write-docs             # and rewrite docs/results.md's table
 
 Each model runs in a child process forked from this one (the imports are shared, all memory goes
 back when the child exits): the largest (regnet_y_128gf, vit_h_14, ~640M parameters) hold several
 copies at once. One torch thread, as in the tests. ``tests/surgery/test_torchvision_support.py``
-recomputes every row and compares it with the README's.
+recomputes every row and compares it with the table in docs/results.md.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ import torch
 import torchvision
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+SUPPORT_DOC = ROOT / "docs" / "results.md"  # the table lives between START and END there
 START = "<!-- torchvision-support:start -->"
 END = "<!-- torchvision-support:end -->"
-COMMAND = "python benchmarks/torchvision_support.py --write-readme"
+COMMAND = "python benchmarks/torchvision_support.py --write-docs"
 FRACTION = 0.3
 BUDGET_S = 300.0  # per model: 5x the slowest that finish here (vit_h_14, densenet201, regnet_y_128gf: ~60 s)
 
@@ -90,7 +90,7 @@ class SupportRow:
     reason: str  # why refused; "" when supported
 
     def cells(self) -> list[str]:
-        """The markdown table cells, as README.md holds them."""
+        """The markdown table cells, as docs/results.md holds them."""
         groups = "–" if self.groups is None else str(self.groups)
         pruned = "–" if self.params_pruned is None else f"{100 * self.params_pruned:.1f} %"
         return [f"`{self.model}`", self.family, self.status, groups, pruned, self.reason.replace("|", "\\|")]
@@ -277,8 +277,8 @@ def table(rows: list[SupportRow]) -> str:
     return "\n".join(lines)
 
 
-def readme_rows(text: str) -> dict[str, list[str]]:
-    """Model name → its cells in the README's support table (between the markers)."""
+def documented_rows(text: str) -> dict[str, list[str]]:
+    """Model name → its cells in the documented support table (between the markers)."""
     if START not in text or END not in text:
         return {}
     section = text.split(START, 1)[1].split(END, 1)[0]
@@ -290,13 +290,13 @@ def readme_rows(text: str) -> dict[str, list[str]]:
     return rows
 
 
-def write_readme(rows: list[SupportRow]) -> None:
-    text = README.read_text()
+def write_table(rows: list[SupportRow]) -> None:
+    text = SUPPORT_DOC.read_text()
     if START not in text or END not in text:
-        sys.exit(f"{README} has no {START} … {END} section to replace")
+        sys.exit(f"{SUPPORT_DOC} has no {START} … {END} section to replace")
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
-    README.write_text(f"{head}{START}\n{table(rows)}\n{END}{tail}")
+    SUPPORT_DOC.write_text(f"{head}{START}\n{table(rows)}\n{END}{tail}")
 
 
 def main() -> None:
@@ -304,13 +304,13 @@ def main() -> None:
     parser.add_argument("--models", help="comma-separated torchvision names (default: every one)")
     parser.add_argument("--budget", type=float, default=BUDGET_S,
                         help=f"seconds one model may take before it counts as a bug (default {BUDGET_S:.0f})")
-    parser.add_argument("--write-readme", action="store_true",
-                        help="replace README.md's table with this run's (every model only)")
+    parser.add_argument("--write-docs", action="store_true",
+                        help="replace the table in docs/results.md with this run's (every model only)")
     args = parser.parse_args()
     every = torchvision.models.list_models(module=torchvision.models)
     names = args.models.split(",") if args.models else every
-    if args.write_readme and names != every:
-        sys.exit("--write-readme rewrites the whole table: run it without --models")
+    if args.write_docs and names != every:
+        sys.exit("--write-docs rewrites the whole table: run it without --models")
     faulthandler.enable()  # inherited by the children: a killed one shows where it was
     outcomes: list[Outcome] = []
     for name in names:
@@ -328,9 +328,9 @@ def main() -> None:
     if bugs:
         print(f"\n{len(bugs)} model(s) hit a bug, not a refusal (status 'bug'; their tests fail unless "
               f"marked xfail): {', '.join(bugs)}")
-    if args.write_readme:
-        write_readme(rows)
-        print(f"\nrewrote the table in {README}")
+    if args.write_docs:
+        write_table(rows)
+        print(f"\nrewrote the table in {SUPPORT_DOC}")
     if bugs:
         sys.exit(1)
 

@@ -1,7 +1,7 @@
-"""The README's table of torchvision models is what the surgery does: every classification model of
+"""The torchvision support table (docs/results.md) is what the surgery does: every classification model of
 ``torchvision.models.list_models`` is checked again (``benchmarks/torchvision_support.py``: random
 weights and BatchNorm statistics, a random 30 % plan, pruned == masked dense, predicted sizes) and
-must give its README row, cell for cell. A change of surgery that changes a row fails here until
+must give its documented row, cell for cell. A change of surgery that changes a row fails here until
 the table is regenerated; a bug (a pruned model that is not the masked one, an exception other
 than our TraceError/PruneError) fails whatever the table says.
 
@@ -61,32 +61,32 @@ def _asked_for_slow(config: pytest.Config) -> bool:
     return re.search(r"(?<!not )\bslow\b", config.option.markexpr or "") is not None
 
 
-def _readme_rows() -> dict[str, list[str]]:
-    return support.readme_rows(support.README.read_text())
+def _documented_rows() -> dict[str, list[str]]:
+    return support.documented_rows(support.SUPPORT_DOC.read_text())
 
 
 def test_the_table_lists_exactly_the_models_of_torchvision():
-    listed = _readme_rows()
-    assert listed, f"README.md has no torchvision support table; write it with `{support.COMMAND}`"
+    listed = _documented_rows()
+    assert listed, f"{support.SUPPORT_DOC} has no torchvision support table; write it with `{support.COMMAND}`"
     stale = sorted(set(listed) - set(MODELS))
     missing = sorted(set(MODELS) - set(listed))
     assert not stale and not missing, (
-        f"the README's table lists {stale} (not in torchvision {torchvision.__version__}) and lacks "
+        f"the support table lists {stale} (not in torchvision {torchvision.__version__}) and lacks "
         f"{missing}; regenerate it with `{support.COMMAND}`"
     )
 
 
 @pytest.mark.parametrize("name", [_model(name) for name in MODELS])
-def test_the_readme_row_is_what_the_surgery_does(name, request):
+def test_the_documented_row_is_what_the_surgery_does(name, request):
     if name not in CHEAP and not _asked_for_slow(request.config):
         pytest.skip("slow: run with -m slow")
-    expected = _readme_rows().get(name)
+    expected = _documented_rows().get(name)
     if expected is None:
-        pytest.fail(f"{name} is not in the README's torchvision support table; regenerate it with "
+        pytest.fail(f"{name} is not in the torchvision support table ({support.SUPPORT_DOC}); regenerate it with "
                     f"`{support.COMMAND}`")
     got = support.support_row(name).cells()
-    differ = [f"{h}: README {e!r}, now {g!r}" for h, e, g in zip(support.HEADER, expected, got) if e != g]
+    differ = [f"{h}: documented {e!r}, now {g!r}" for h, e, g in zip(support.HEADER, expected, got) if e != g]
     assert got == expected, (
-        f"{name}: the surgery no longer gives the README's row ({'; '.join(differ)}); if the change "
+        f"{name}: the surgery no longer gives the documented row ({'; '.join(differ)}); if the change "
         f"is intended, regenerate the table with `{support.COMMAND}`"
     )
