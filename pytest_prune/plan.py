@@ -20,6 +20,7 @@ from typing import Literal, Mapping, Sequence
 import torch
 
 from .allocations import ALLOCATIONS
+from .pipeline.targets import check_ratio  # noqa: F401  (re-exported: criteria import it from here)
 from .errors import SpecError
 from .groups import ChannelGroup
 
@@ -44,15 +45,6 @@ class PrunePlan:
 def removal_count(size: int, ratio: float) -> int:
     """Channels a group of ``size`` loses at channel fraction ``ratio`` (rounded, at least one kept)."""
     return min(size - 1, max(0, int(math.floor(ratio * size + 0.5))))
-
-
-def check_ratio(ratio: float) -> float:
-    if not 0.0 <= ratio < 1.0:
-        raise SpecError(
-            f"--prune-ratios: {ratio:g} is outside (0, 1); a ratio is the fraction of channels "
-            "removed, e.g. 0.5 removes half"
-        )
-    return ratio
 
 
 # Scores are ranked after rounding to this precision, relative to the largest finite |score| ranked
@@ -146,3 +138,52 @@ def plan_from_scores(
     if allocation == "global":
         return plan_global(groups, scores, ratio)
     raise SpecError(f"unknown allocation {allocation!r}: use one of {', '.join(ALLOCATIONS)}")
+
+
+def rounded_kept(size: int, kept: int, multiple: int) -> int:
+    """``kept`` channels of a group of ``size`` rounded to the nearest multiple of ``multiple``
+    (``--prune-round-to``): vector units process channels in blocks, so an odd width costs the time
+    of the next block. Halves round up (keep more), never below ``multiple``, never to zero: a count
+    that rounds to the whole group, or a group of at most ``multiple`` channels, keeps every channel."""
+    if multiple <= 1 or kept >= size:
+        return kept
+    return min(kept_options(size, multiple), key=lambda k: (abs(k - kept), -k))
+
+
+def round_plan(
+    plan: PrunePlan, groups: Sequence[ChannelGroup], scores: Mapping[str, torch.Tensor], multiple: int
+) -> PrunePlan:
+    """``plan`` with every group's kept count rounded by :func:`rounded_kept`. A group that now
+    removes fewer channels keeps back its removed ones of the highest scores; one that removes more
+    also loses its kept ones of the lowest scores (ties to the lower position, as in :func:`lowest`),
+    so a one-shot layerwise plan rounded is that plan at the rounded count."""
+    if multiple <= 1:
+        return plan
+    remove: dict[str, tuple[int, ...]] = {}
+    for g in groups:
+        gone = tuple(plan.remove.get(g.name, ()))
+        count = g.size - rounded_kept(g.size, g.size - len(gone), multiple)
+        if count == len(gone):
+            remove[g.name] = gone
+            continue
+        remove[g.name] = resized_removal(g, gone, count, scores[g.name])
+    return PrunePlan(remove)
+
+
+def resized_removal(group: ChannelGroup, gone: Sequence[int], count: int, scores: torch.Tensor) -> tuple[int, ...]:
+    """``count`` positions of ``group`` to remove, changing ``gone`` as little as possible: fewer
+    keep back the removed ones of the highest scores; more also take the kept ones of the lowest
+    (ties to the lower position, as in :func:`lowest`)."""
+    keys = rank_keys(scores).tolist()
+    by_score = lambda positions: sorted(positions, key=lambda p: (keys[p], p))  # noqa: E731
+    gone = tuple(gone)
+    if count <= len(gone):
+        return tuple(sorted(by_score(gone)[:count]))
+    kept = [p for p in range(group.size) if p not in set(gone)]
+    return tuple(sorted(gone + tuple(by_score(kept)[: count - len(gone)])))
+
+
+def kept_options(size: int, multiple: int) -> list[int]:
+    """The kept counts :func:`rounded_kept` can give a group of ``size``: the multiples of
+    ``multiple`` up to it, and the whole group."""
+    return sorted({*range(multiple, size + 1, multiple), size})

@@ -18,9 +18,15 @@ pytest_plugins = ["pytester"]
 @pytest.fixture(autouse=True, scope="session")
 def pipeline_loaded():
     """The modules that in-process pytest runs must not import afresh, and the digits data, loaded once."""
+    import importlib.util
+
     import numpy.fft  # noqa: F401
     import pandas  # noqa: F401
     import sklearn.datasets  # noqa: F401
+
+    for name in ("onnx", "onnxruntime"):  # the export check's extra: onnxruntime aborts when imported twice
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name)
 
     import pytest_prune.pipeline.run  # noqa: F401
     import pytest_prune.plugin  # noqa: F401

@@ -26,17 +26,30 @@ def invocations() -> list:
         by_criterion = defaultdict(list)
         for method in store.methods(folder.name):
             spec = parse_method_id(method)
-            by_criterion[(spec.recovery, spec.criterion)].append((spec.target, method))
+            # a file measured under an allocation given explicitly is compared under it too (the
+            # natural ones, and sensitivity for layerwise budgets, are what a run picks by itself)
+            given = store.load(folder.name, method).settings.get("allocation")
+            explicit = given if given == "sensitivity" and not _is_default_sensitivity(spec) else None
+            by_criterion[(spec.recovery, explicit, spec.criterion)].append((spec.target, method))
         grouped = defaultdict(list)
-        for (recovery, criterion), entries in by_criterion.items():
+        for (recovery, explicit, criterion), entries in by_criterion.items():
             ratios = tuple(sorted({t for t, _ in entries if t is not None}))
-            grouped[(recovery, ratios)].append((criterion, [m for _, m in entries]))
-        for (recovery, ratios), members in sorted(grouped.items()):
+            grouped[(recovery, explicit or "", ratios)].append((criterion, [m for _, m in entries]))
+        for (recovery, explicit, ratios), members in sorted(grouped.items()):
             criteria = [c for c, _ in members]
             methods = sorted(m for _, ms in members for m in ms)
-            runs.append(pytest.param(folder.name, recovery, criteria, ratios, methods,
-                                     id=f"{folder.name}-{recovery}-{'-'.join(ratios) or 'ratio-free'}"))
+            runs.append(pytest.param(folder.name, recovery, criteria, ratios, methods, explicit or None,
+                                     id="-".join(filter(None, (folder.name, recovery, explicit,
+                                                               "-".join(ratios) or "ratio-free")))))
     return runs
+
+
+def _is_default_sensitivity(spec) -> bool:
+    """Whether a run without --prune-allocation picks sensitivity for this method by itself."""
+    from pytest_prune.criteria import get_criterion
+
+    budget = spec.target is not None and spec.target.startswith(("macs:", "params:"))
+    return budget and get_criterion(spec.criterion).natural_allocation == "layerwise"
 
 
 def test_every_committed_file_is_covered():
@@ -46,12 +59,16 @@ def test_every_committed_file_is_covered():
     assert covered == files and len(files) >= 60
 
 
-@pytest.mark.parametrize("model, recovery, criteria, ratios, methods", invocations())
-def test_committed_baselines_pass_with_their_plans(pytester, tmp_path, model, recovery, criteria, ratios, methods):
+@pytest.mark.parametrize("model, recovery, criteria, ratios, methods, allocation", invocations())
+def test_committed_baselines_pass_with_their_plans(pytester, tmp_path, model, recovery, criteria, ratios, methods,
+                                                   allocation):
     args = [f"--prune-model={model}", f"--prune-baselines={BASELINES}", f"--prune-recovery={recovery}",
-            f"--prune-criteria={','.join(criteria)}", f"--prune-report={tmp_path}", "-p", "no:randomly"]
+            f"--prune-criteria={','.join(criteria)}", f"--prune-report={tmp_path}", "-p", "no:randomly",
+            "--prune-export"]  # the committed files hold the export check too (skipped without the onnx extra)
     if ratios:
         args.append(f"--prune-ratios={','.join(ratios)}")
+    if allocation:
+        args.append(f"--prune-allocation={allocation}")
     result = pytester.runpytest(*args)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]

@@ -36,6 +36,7 @@ class GateOutcome:
 
 
 _DIRECTION = {"lower": "lower is better", "higher": "higher is better", "either": "any move is a change"}
+DIRECTION = _DIRECTION  # public: the report's verdict table states each check's direction too
 
 
 def compare(check: str, measured: float, baseline: CheckBaseline) -> GateOutcome:
@@ -53,10 +54,13 @@ def new_baselines(
     measured: Mapping[str, float], previous: Mapping[str, CheckBaseline] | None = None
 ) -> dict[str, CheckBaseline]:
     """Baseline entries for freshly measured values: the tolerance already stored for a check
-    (perhaps edited by hand) is kept; a check new to the file gets the default."""
+    (perhaps edited by hand) is kept; a check new to the file gets the default. A stored check
+    this run did not measure (an opt-in one, such as ``--prune-export``) keeps its entry: an update
+    without the option must not delete what a run with it wrote."""
     previous = previous or {}
-    return {
+    fresh = {
         k: CheckBaseline(float(v), previous[k].tolerance if k in previous else CHECKS[k].tolerance)
         for k, v in measured.items()
         if k in CHECKS
     }
+    return {**{k: b for k, b in previous.items() if k in CHECKS and k not in fresh}, **fresh}

@@ -16,50 +16,17 @@ this estimate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from torch import nn
 
 from ..criteria.base import Criterion, ScoringContext, Scores
-from ..errors import SpecError
 from ..groups import ChannelGroup
 from ..measure import ModelCount
-from ..plan import Allocation, PrunePlan, plan_from_scores
+from ..plan import Allocation, PrunePlan, kept_options, plan_from_scores, resized_removal, round_plan
+from .targets import BUDGET_KINDS, Budget, parse_budget  # noqa: F401  (torch-free, re-exported here)
 
 BUDGET_TOLERANCE = 0.02  # documented: a budget is met within 2 % of the dense total
-BUDGET_KINDS = ("macs", "params")
-
-
-@dataclass(frozen=True)
-class Budget:
-    kind: str  # "macs" or "params"
-    keep: float  # fraction of the dense total to keep
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind}:{self.keep:g}"
-
-
-def parse_budget(text: str) -> Budget | None:
-    """``macs:0.5`` → Budget; a plain number → None (a channel fraction)."""
-    kind, sep, value = text.partition(":")
-    if not sep:
-        return None
-    if kind not in BUDGET_KINDS:
-        raise SpecError(
-            f"--prune-ratios: {text!r} is neither a channel fraction nor a budget; write 0.5, "
-            "macs:0.5 or params:0.6"
-        )
-    try:
-        keep = float(value)
-    except ValueError:
-        raise SpecError(f"--prune-ratios: {text!r}: {value!r} is not a number") from None
-    if not 0.0 < keep < 1.0:
-        raise SpecError(f"--prune-ratios: {text!r}: the kept fraction must lie in (0, 1)")
-    return Budget(kind, keep)
-
-
 class PlanCost:
     """The MACs and parameters a plan keeps, from the dense counts and the groups."""
 
@@ -144,9 +111,11 @@ def ratio_for_budget(
 
 def plan_for_budget(
     criterion: Criterion, ctx: ScoringContext, budget: Budget, cost: PlanCost, allocation: Allocation,
-    scores: Scores | None = None,
+    scores: Scores | None = None, round_to: int = 1,
 ) -> tuple[PrunePlan, float]:
     """The plan of ``criterion`` that meets ``budget``, and the channel fraction it removes.
+    With ``round_to`` > 1 every plan searched is rounded first (:func:`~pytest_prune.plan.round_plan`),
+    so the budget is met by the rounded plan, not by one that rounding then moves.
 
     The fraction is searched on the criterion's one-shot scores (``scores``, or scored here once):
     re-ranking them is cheap. A one-shot criterion's plan at that fraction is the searched one, so
@@ -156,8 +125,51 @@ def plan_for_budget(
     scores = criterion.scores(ctx) if scores is None else scores
 
     def ranked(ratio: float) -> PrunePlan:
-        return plan_from_scores(ctx.groups, scores, ratio, allocation)
+        return round_plan(plan_from_scores(ctx.groups, scores, ratio, allocation), ctx.groups, scores, round_to)
 
     ratio = ratio_for_budget(budget, cost, ranked)
-    plan = ranked(ratio) if criterion.plans_from_scores else criterion.plan(ctx, ratio, allocation)
-    return plan, ratio
+    if criterion.plans_from_scores:
+        plan = ranked(ratio)
+    else:
+        plan = round_plan(criterion.plan(ctx, ratio, allocation), ctx.groups, scores, round_to)
+    return (step_to_budget(plan, budget, cost, scores, round_to) if round_to > 1 else plan), ratio
+
+
+def step_to_budget(plan: PrunePlan, budget: Budget, cost: PlanCost, scores: Scores, round_to: int) -> PrunePlan:
+    """A rounded plan moved toward ``budget`` one group and one multiple of ``round_to`` at a time.
+    Why: with counts in steps of ``round_to``, one channel fraction for every group can jump over
+    the budget (ResNet-56's 16-channel groups keep 8 or 16, so macs:0.5 landed at 0.36); greedily,
+    the single step that brings the kept fraction closest is taken while it brings it closer."""
+    gap = cost.kept_fraction(plan, budget.kind) - budget.keep
+    while abs(gap) > BUDGET_TOLERANCE / 2:
+        best: tuple[float, PrunePlan] | None = None
+        for g in cost.groups:
+            kept = g.size - len(plan.remove.get(g.name, ()))
+            options = kept_options(g.size, round_to)
+            index = options.index(kept) + (-1 if gap > 0 else 1) if kept in options else None
+            if index is None or not 0 <= index < len(options):
+                continue
+            moved = PrunePlan({**plan.remove, g.name: resized_removal(
+                g, plan.remove.get(g.name, ()), g.size - options[index], scores[g.name])})
+            new_gap = cost.kept_fraction(moved, budget.kind) - budget.keep
+            if best is None or abs(new_gap) < abs(best[0]):
+                best = (new_gap, moved)
+        if best is None or abs(best[0]) >= abs(gap):
+            break
+        gap, plan = best
+    return plan
+
+
+def plan_at_ratio(
+    criterion: Criterion, ctx: ScoringContext, ratio: float, allocation: Allocation, round_to: int = 1
+) -> PrunePlan:
+    """``criterion``'s plan at channel fraction ``ratio``, each group's kept count rounded to a
+    multiple of ``round_to`` (by the criterion's one-shot scores: :func:`~pytest_prune.plan.round_plan`)."""
+    if round_to <= 1:
+        return criterion.plan(ctx, ratio, allocation)
+    scores = criterion.scores(ctx)
+    if criterion.plans_from_scores and type(criterion).plan is Criterion.plan:  # scored once
+        plan = plan_from_scores(ctx.groups, scores, ratio, allocation)
+    else:
+        plan = criterion.plan(ctx, ratio, allocation)
+    return round_plan(plan, ctx.groups, scores, round_to)

@@ -65,6 +65,12 @@ class MethodResult:
     latency_dense_ms: float | None = None
     latency_pruned_ms: float | None = None
     speedup: float | None = None
+    latency_backend: str | None = None  # eager or onnxruntime: what the latency was measured in
+    latency_dense_iqr_ms: float | None = None  # the spread (interquartile range) of each median
+    latency_pruned_iqr_ms: float | None = None
+    export_max_diff: float | None = None  # max |ONNX Runtime - PyTorch| (pytest_prune.measure.export)
+    onnx_bytes: int | None = None  # size of the exported ONNX file
+    export_error: str | None = None  # why the model could not be exported, if it could not
     match_mean_cosine: float | None = None  # candidates: how well its filters matched dense ones
     notes: list[str] = field(default_factory=list)
     removed_per_group: dict[str, int] = field(default_factory=dict)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..candidates import ExportedModel, load_candidate, match_filters
-from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
+from ..criteria import get_criterion
 from ..data import load_data
 from ..data.bundle import DataBundle
 from ..data.samples import first_samples
@@ -32,21 +32,23 @@ from ..groups import ChannelGroup
 from ..measure import ModelCount, count_model, evaluate, evaluate_together, serialised_bytes
 from ..measure.accuracy import EVALUATION_BATCH_SIZE
 from ..measure.attribution import attribution_maps, predicted_classes
+from ..measure.export import export_look, onnx_available
+from ..measure.latency import backend_latency
 from ..models import ModelInfo, load_model
 from ..models.zoo import model_name
 from ..plan import PrunePlan
 from ..recovery import parse_recovery
 from ..surgery import find_channel_groups, prune_model
-from .budget import PlanCost, plan_for_budget
-from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour, latency_look
+from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour
 from .methods import get_method, is_ratio_free
+from .planning import Planning
 from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
 from .results import MethodResult, OneShot
 from .settings import RunSettings
 from .targets import Target, candidate_id, method_id, parse_target, target_label
 
 
-class PruneRun:
+class PruneRun(Planning):
     """A model, its data and every method measured on it, computed lazily and cached."""
 
     def __init__(self, settings: RunSettings):
@@ -56,6 +58,7 @@ class PruneRun:
         self.trace_notes: list[str] = []  # what tracing left alone on its own (auxiliary heads)
         # where recovery reports progress (the plugin connects pytest's terminal reporter)
         self.progress: Callable[[str], None] | None = None
+        self._sensitivity = {}  # see Planning.sensitivity_tables
 
     # -- inputs -------------------------------------------------------------------------------
     @cached_property
@@ -220,7 +223,9 @@ class PruneRun:
             "compressed_digest": state_dict_digest(compressed),
         }
 
-    def settings_record(self, recovery: str = "none", criterion: str | None = None) -> dict[str, Any]:
+    def settings_record(
+        self, recovery: str = "none", criterion: str | None = None, target: Target | str | None = None
+    ) -> dict[str, Any]:
         """The settings a baseline of ``criterion`` is only comparable under (the weights are
         provenance: a new release of the dense model is compared, and shown, not refused)."""
         s = self.settings
@@ -228,10 +233,13 @@ class PruneRun:
             "attribution": s.attribution_method,
             "data": self.data_spec,
             "seed": s.seed,
-            "allocation": self.allocation_for(criterion),
+            "allocation": self.allocation_for(criterion, target),
+            **({"sensitivity_recovery": s.sensitivity_recovery}
+               if self.allocation_for(criterion, target) == "sensitivity" else {}),
             "recovery": recovery,
             **({"ignore": list(s.ignore)} if s.ignore else {}),
             **({"eval_limit": s.eval_limit} if s.eval_limit is not None else {}),
+            **({"round_to": s.round_to} if s.round_to > 1 else {}),
         }
 
     # -- one method ---------------------------------------------------------------------------
@@ -253,35 +261,6 @@ class PruneRun:
 
     def results(self) -> list[MethodResult]:
         return list(self._results.values())
-
-    def allocation_for(self, criterion: str | None) -> str:
-        """The allocation ``criterion`` is planned with: ``--prune-allocation`` when given, else the
-        criterion's natural one; ``layerwise`` for methods that are no criterion (decompositions,
-        ``meanvar-auto``, candidates), which allocate nothing."""
-        if self.settings.allocation is not None:
-            return self.settings.allocation
-        if criterion in known_criteria():
-            return get_criterion(criterion).natural_allocation
-        return "layerwise"
-
-    def _scoring_context(self, criterion: Criterion) -> ScoringContext:
-        s = self.settings
-        return ScoringContext(
-            model=self.info.model,
-            groups=self.groups,
-            batches=self.calibration if criterion.needs_data else [],
-            seed=s.seed,
-            device=torch.device(s.device),
-        )
-
-    def _plan(self, criterion: Criterion, target: Target) -> tuple[PrunePlan, float]:
-        """The criterion's plan for a channel fraction, or for the fraction that meets a budget."""
-        ctx = self._scoring_context(criterion)
-        allocation = self.allocation_for(criterion.name)
-        if isinstance(target, float):
-            return criterion.plan(ctx, target, allocation), target  # type: ignore[arg-type]
-        cost = PlanCost(self.info.model, self.groups, self.dense_count)
-        return plan_for_budget(criterion, ctx, target, cost, allocation)  # type: ignore[arg-type]
 
     def one_shot(self, criterion_name: str, target: Target | None) -> OneShot:
         """The compressed model straight out of surgery (or decomposition), cached."""
@@ -347,6 +326,7 @@ class PruneRun:
 
     # -- what the compressed model kept (see pytest_prune.pipeline.inspection), measured when asked -----
     LOOKS = ("attribution_retention", "colour_selectivity", "speedup")
+    ON_REQUEST = ("export_equivalence",)  # measured only when a check names it (--prune-export)
 
     @cached_property
     def attribution_images(self) -> torch.Tensor:
@@ -366,15 +346,18 @@ class PruneRun:
         a gate of one check does not pay for integrated gradients, the colour index or latency."""
         model, s = result.pruned_model, self.settings
         for check in checks or self.LOOKS:
-            if check in result.measured or check not in self.LOOKS or model is None:
+            if check in result.measured or check not in (*self.LOOKS, *self.ON_REQUEST) or model is None:
                 continue
             if check == "attribution_retention":
                 values = attribution_look(self.dense_attribution, model, self.attribution_images,
                                           s.attribution_method, self.data.normalise, self.info.model)
             elif check == "colour_selectivity":
                 values = colour_look(result.plan, self.first_layer, s.colour_threshold) if self.colour_input else {}
+            elif check == "export_equivalence":  # left unmeasured (the item skips) without the extra
+                values = export_look(model, self.example_input, self.equivalence_input) if onnx_available() else {}
             else:
-                values = latency_look(self.info.model, model, self.equivalence_input, s.latency_repeats)
+                values = backend_latency(self.info.model, model, self.equivalence_input, s.latency_repeats,
+                                         s.latency_backend)
             for name, value in values.items():
                 setattr(result, name, value)
             result.measured.add(check)

@@ -1,4 +1,7 @@
-"""Targets and method ids: ``0.5`` or ``macs:0.5`` → a target; ``l1-macs0.5+lsq`` ↔ its parts."""
+"""Targets and method ids: ``0.5`` or ``macs:0.5`` → a target; ``l1-macs0.5+lsq`` ↔ its parts.
+
+Imports no torch: the plugin parses ``--prune-ratios`` here on a pytest-xdist controller, which
+measures nothing and must not spend seconds importing torch before it starts its workers."""
 
 from __future__ import annotations
 
@@ -6,9 +9,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SpecError
-from ..plan import check_ratio
-from .budget import Budget, parse_budget
-from .methods import is_ratio_free
+
+BUDGET_KINDS = ("macs", "params")
+
+
+@dataclass(frozen=True)
+class Budget:
+    kind: str  # "macs" or "params"
+    keep: float  # fraction of the dense total to keep
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}:{self.keep:g}"
+
+
+def parse_budget(text: str) -> Budget | None:
+    """``macs:0.5`` → Budget; a plain number → None (a channel fraction)."""
+    kind, sep, value = text.partition(":")
+    if not sep:
+        return None
+    if kind not in BUDGET_KINDS:
+        raise SpecError(
+            f"--prune-ratios: {text!r} is neither a channel fraction nor a budget; write 0.5, "
+            "macs:0.5 or params:0.6"
+        )
+    try:
+        keep = float(value)
+    except ValueError:
+        raise SpecError(f"--prune-ratios: {text!r}: {value!r} is not a number") from None
+    if not 0.0 < keep < 1.0:
+        raise SpecError(f"--prune-ratios: {text!r}: the kept fraction must lie in (0, 1)")
+    return Budget(kind, keep)
+
+
+def check_ratio(ratio: float) -> float:
+    if not 0.0 <= ratio < 1.0:
+        raise SpecError(
+            f"--prune-ratios: {ratio:g} is outside (0, 1); a ratio is the fraction of channels "
+            "removed, e.g. 0.5 removes half"
+        )
+    return ratio
 
 
 Target = float | Budget  # a channel fraction, or a MACs / parameter budget
@@ -60,7 +100,7 @@ class MethodSpec:
 
 def parse_method_id(method: str) -> MethodSpec:
     """The inverse of :func:`method_id`, for the method ids of baseline files."""
-    from .methods import known_methods
+    from .methods import is_ratio_free, known_methods
 
     known = set(known_methods())
     splits = [(method, "none")] + [

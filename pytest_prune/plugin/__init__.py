@@ -48,17 +48,22 @@ def pytest_configure(config: pytest.Config) -> None:
             min_speedup=options.parse_min_speedup(options.get(config, "prune-min-speedup")),
             candidates=options.candidate_paths(config),
         )
-        from ..pipeline.methods import check_method  # imports torch: only when gates are asked for
+        from ..method_names import check_method  # torch-free for the built-in methods
 
         for name in gate_options.criteria:
             check_method(name)  # fail now, at configure time, on a misspelt criterion
     except PruneError as exc:
         raise pytest.UsageError(f"pytest-prune: {exc}") from None
+    if _is_xdist_controller(config):
+        # The workers measure; the controller only merges their rows. Building a run here would
+        # import torch (3-4 s) before the workers are even started.
+        config.stash[GATE_STATE] = GateState(None, gate_options, settings)
+        return
     from ..pipeline.run import PruneRun
 
     run = PruneRun(settings)
     run.progress = lambda message: _progress(config, message)
-    config.stash[GATE_STATE] = GateState(run, gate_options)
+    config.stash[GATE_STATE] = GateState(run, gate_options, settings)
 
 
 def _progress(config: pytest.Config, message: str) -> None:
@@ -119,6 +124,14 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers (``-n N``, ``--dist`` other
+    than ``no``) and runs none itself; xdist lists the gates itself under ``--collect-only``."""
+    if _is_xdist_worker(config) or config.getoption("collectonly"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under pytest-xdist, keep each pruning's checks on one worker, whatever --dist says: the
@@ -172,13 +185,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     if state is None:
         return
     if _is_xdist_worker(session.config):  # the controller reports, once, for all workers
-        session.config.workeroutput["pytest_prune"] = state.worker_payload()
+        payload = state.worker_payload()
+        if state.options.report is not None and state.run.results():
+            # the page's maps of this worker's methods, drawn here, where their models are
+            from ..report import figures_payload, report_figures
+            from ..sensitivity.files import sensitivity_rows
+
+            figures = report_figures(state.run, state.run.results())
+            if state.run.sensitivity_tables:
+                figures["sensitivity"] = sensitivity_rows(state.run.sensitivity_tables, state.run.name)
+            payload["figures"] = figures_payload(figures)
+        session.config.workeroutput["pytest_prune"] = payload
         return
     if state.options.report is None or not state.rows():
         return
-    from ..report import write_report
-    from .summary import ordered_rows
+    from ..report import merged_figures, write_report
+    from .summary import method_order, ordered_rows, verdict_rows
 
-    written = write_report(state.run, state.options.report, ordered_rows(state) if state.remote_rows else None)
+    remote = bool(state.remote_rows)
+    written = write_report(
+        state.run, state.options.report, ordered_rows(state) if remote else None, verdicts=verdict_rows(state),
+        figures=merged_figures(state.remote_figures, lambda m: method_order(state, m)) if remote else None,
+    )
     state.notes.append(f"report written: {', '.join(str(p) for p in written)}")
 

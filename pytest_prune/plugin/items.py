@@ -8,16 +8,20 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from ..errors import BaselineError, PruneError
+from ..errors import BaselineError, PruneError, TraceError
 from ..gating.baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from ..gating.checks import CHECKS, SPEEDUP
 from ..gating.verdict import compare, new_baselines
+from ..measure.export import ONNX_HINT, onnx_available
 from ..models.zoo import declared_channels
 from ..pipeline.methods import get_method, is_ratio_free
-from ..pipeline.provenance import data_change, dense_model_change, explain_changes
+from ..pipeline.provenance import count_change, data_change, dense_model_change, explain_changes, plan_change
 from ..pipeline.results import MethodResult
 from ..pipeline.targets import candidate_id, method_id
 from .session import GateState
+
+
+EXPORT_CHECK = "export_equivalence"  # skipped without the onnx extra (pytest_prune.measure.export)
 
 
 class PruneFailure(Exception):
@@ -30,15 +34,26 @@ def unused_baselines(root: Path, model: str, methods: set[str]) -> list[str]:
     return [f"{m}.json" for m in store.methods(model) if m not in methods]
 
 
+def changed_since(stored: dict | None, current: dict) -> str:
+    """The verdict table's "what changed since the baseline": the failure explanation, except
+    that a gate where nothing recorded moved says just that (no rounding to blame when it held)."""
+    moved = stored and any(f(stored, current) for f in (dense_model_change, data_change, plan_change, count_change))
+    if stored and not moved and stored.get("compressed_digest") == current.get("compressed_digest"):
+        return "nothing recorded (same dense model, data, plan and compressed weights)"
+    return explain_changes(stored, current)
+
+
 def model_checks(state: GateState) -> list[str]:
     """The checks that can fail on this model: colour selectivity needs a colour input. Listing
     the gates (``--collect-only``) builds no model and reads no data, so the channel count comes
     from the spec (built-in and torchvision models); a factory's gates list the check, since only
     its model or data would tell."""
+    settings = state.settings or state.run.settings
+    checks = [c for c in CHECKS if c != EXPORT_CHECK or settings.export_gate]  # --prune-export
     if state.listing_only:  # nothing is built: the spec alone may say the channel count
         channels = declared_channels(state.run.settings.model)
-        return [c for c in CHECKS if c != "colour_selectivity" or channels is None or channels >= 3]
-    return [c for c in CHECKS if c != "colour_selectivity" or state.run.colour_input]
+        return [c for c in checks if c != "colour_selectivity" or channels is None or channels >= 3]
+    return [c for c in checks if c != "colour_selectivity" or state.run.colour_input]
 
 
 class ModelGates(pytest.Collector):
@@ -110,12 +125,14 @@ class GateItem(pytest.Item):
         failure = self.state.failures.get(self.method)
         if failure is not None:
             self.state.record(self.method, self.check, "error")
+            self.state.describe(self.method, self.check, message=f"{type(failure).__name__}: {failure}")
             raise failure
         try:
             self.result = self.measure()
         except Exception as exc:
             self.state.failures[self.method] = exc
             self.state.record(self.method, self.check, "error")
+            self.state.describe(self.method, self.check, message=f"{type(exc).__name__}: {exc}")
             raise
 
     def _repr_failure_py(self, excinfo, style=None):
@@ -128,13 +145,18 @@ class GateItem(pytest.Item):
     def runtest(self) -> None:
         run = self.state.run
         result = self.result
+        if self.check == EXPORT_CHECK and not onnx_available():  # skipped, never passed unmeasured
+            pytest.skip(f"{self.check} not measured: {ONNX_HINT}")
         run.complete(result, self.check)
+        if self.check == EXPORT_CHECK and result.export_error:  # the exporter's reason, in one line
+            raise TraceError(result.export_error)
         if self.state.options.update:  # a baseline file holds every check: measure them all
             run.complete(result, *model_checks(self.state))
         store = BaselineStore(self.state.options.baselines)
-        settings = run.settings_record(result.recovery, result.criterion)
+        settings = run.settings_record(result.recovery, result.criterion, result.target)
         if self.check == SPEEDUP.name:
             minimum = CheckBaseline(self.state.options.min_speedup or 0.0, 0.0)
+            self.state.describe(self.method, self.check, changed="not a baseline: --prune-min-speedup")
             self._judge(compare(self.check, result.checks()[self.check], minimum), "--prune-min-speedup")
             return
         if self.state.options.update:
@@ -165,6 +187,7 @@ class GateItem(pytest.Item):
                 f"baseline {path} has no value for {self.check}; add it with --prune-update-baselines"
             )
         outcome = compare(self.check, result.checks()[self.check], baseline.checks[self.check])
+        self.state.describe(self.method, self.check, changed=changed_since(baseline.provenance, result.provenance))
         if not outcome.passed:
             obtained = store.save_obtained(
                 Baseline(run.name, self.method, settings,
@@ -176,6 +199,8 @@ class GateItem(pytest.Item):
 
     def _judge(self, outcome, source: str) -> None:
         self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")
+        self.state.describe(self.method, self.check, measured=outcome.measured, baseline=outcome.baseline,
+                            tolerance=outcome.tolerance, message=outcome.explain())
         # as data, for CI systems: --junitxml shows them as <property> of the test case
         self.user_properties.extend([
             ("model", self.state.run.name), ("method", self.method), ("check", self.check),
@@ -196,14 +221,28 @@ class GateItem(pytest.Item):
             self.state.written.append(key)
             self.state.notes.append(f"baseline written: {path}")
         self.state.record(self.method, self.check, "written")
+        entry = store.load(result.model, self.method).checks.get(self.check)  # as written, tolerance too
+        if entry is not None:
+            self.state.describe(self.method, self.check, measured=entry.value, baseline=entry.value,
+                                tolerance=entry.tolerance, changed="baseline written by this run")
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, (PruneFailure, PruneError)):
             self.state.record(self.method, self.check, "failed")
             kind = "" if isinstance(excinfo.value, PruneFailure) else f"{type(excinfo.value).__name__}: "
+            self._describe_failure(f"{kind}{excinfo.value}")
             return f"{kind}{excinfo.value}"
         self.state.record(self.method, self.check, "error")
+        self._describe_failure(f"{type(excinfo.value).__name__}: {excinfo.value}")
         return super().repr_failure(excinfo, style=style)
+
+    def _describe_failure(self, text: str) -> None:
+        """The verdict table's message for a failure that :meth:`_judge` did not explain already
+        (its own message, the check's verdict line, is the one a reviewer wants)."""
+        if "message" not in self.state.verdicts.get(self.method, {}).get(self.check, {}):
+            lines = text.splitlines()
+            shown = lines[1:] if lines and lines[0] == self.nodeid else lines  # the row names the gate
+            self.state.describe(self.method, self.check, message=" ".join(line.strip() for line in shown))
 
     def reportinfo(self):
         return self.path, None, f"prune gate {self.nodeid}"

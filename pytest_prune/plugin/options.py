@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ..allocations import ALLOCATIONS, GLOBAL_CRITERIA
+from ..allocations import ALLOCATIONS, BUDGET_ALLOCATION, GLOBAL_CRITERIA
 from ..errors import SpecError
 
 DEFAULT_CRITERIA = "l1,random"
@@ -43,8 +43,13 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "finetune:E, finetune-kd:E, or steps joined by + such as lsq+bn (default: none)."),
     ("prune-allocation", "string", None,
      f"how a ratio is spread over layers, for every criterion: {' or '.join(ALLOCATIONS)} (default: "
-     f"each criterion's own: global for {', '.join(GLOBAL_CRITERIA)}; layerwise for the others; the "
-     "one used is recorded in each baseline)."),
+     f"each criterion's own: global for {', '.join(GLOBAL_CRITERIA)}; layerwise for the others; "
+     f"{BUDGET_ALLOCATION} instead of layerwise for a macs:/params: budget; the one used is recorded in "
+     "each baseline)."),
+    ("prune-sensitivity-recovery", "string", "none",
+     "recovery inside the sensitivity analysis of --prune-allocation sensitivity (each group "
+     "pruned alone on calibration data): none, or lsq to refit only that group's consumers "
+     "(default: none)."),
     ("prune-baselines", "string", DEFAULT_BASELINES,
      f"directory of stored baselines, one folder per model (default: {DEFAULT_BASELINES}/ "
      "beside the ini file pytest found, else in the folder pytest was started from)."),
@@ -64,6 +69,13 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "also gate the CPU speed-up (dense latency / compressed latency, median of repeated runs "
      "on one evaluation batch) against this minimum; machine-specific, so not a stored baseline "
      "(default: not gated)."),
+    ("prune-latency-backend", "string", None,
+     "what the speed-up is timed in: eager (PyTorch) or onnxruntime (the exported model in ONNX "
+     "Runtime, one thread; needs the onnx extra); recorded in results.csv (default: eager)."),
+    ("prune-round-to", "string", None,
+     "keep every pruned group's channel count a multiple of N (vector width, e.g. 8): the count "
+     "is rounded to the nearest multiple, never below N; budgets are searched with it; a setting "
+     "of the baselines (default: 1, no rounding)."),
 ]
 IGNORE_HELP = (
     "layers whose channels are kept (never pruned): comma list of module names or glob patterns "
@@ -77,6 +89,11 @@ CANDIDATE_HELP = (
 _FLAGS: list[tuple[str, str]] = [
     ("prune-update-baselines",
      "write the measured values as the new baselines instead of comparing (default: compare)."),
+    ("prune-export",
+     "also gate the ONNX export: export_equivalence, the model exported with torch.onnx.export "
+     "(opset 17, dynamic batch) and run in ONNX Runtime against PyTorch's outputs, one item per "
+     "method with a stored baseline; skipped with the install hint without the onnx extra "
+     "(default: off)."),
     ("prune-allow-pickle",
      "load --prune-weights as a full pickle. A pickle can run arbitrary code when loaded: use "
      "this only for files you trust (default: weights_only loading)."),
@@ -145,7 +162,7 @@ def ini(config: pytest.Config, key: str):
         lines = raw if isinstance(raw, list) else [line.strip() for line in str(raw).splitlines()]
         lines = [line for line in lines if line]
         return [inipath.parent / line for line in lines] if key == "prune_candidate" else lines
-    if key in ("prune_update_baselines", "prune_allow_pickle"):
+    if key in ("prune_update_baselines", "prune_allow_pickle", "prune_export"):
         return str(raw).strip().lower() in ("1", "true", "yes", "on")
     return raw
 
@@ -174,9 +191,9 @@ def parse_ratios(value: str | None) -> list:
 
 
 def parse_recoveries(value: str | None) -> list[str]:
-    from ..recovery import parse_recovery
+    from ..method_names import recovery_name  # torch-free for the plain steps
 
-    return [parse_recovery(item).name for item in split_list(value or "none", "prune-recovery")]
+    return [recovery_name(item) for item in split_list(value or "none", "prune-recovery")]
 
 
 def parse_min_speedup(value: str | None) -> float | None:
@@ -261,9 +278,23 @@ def run_settings(config: pytest.Config, model: str):
         data=get(config, "prune-data"),
         seed=parse_seed(get(config, "prune-seed")),
         allocation=get(config, "prune-allocation"),  # None: each criterion's natural allocation
+        sensitivity_recovery=get(config, "prune-sensitivity-recovery") or "none",
         device=parse_device(get(config, "prune-device")),
         attribution_method=parse_attribution(get(config, "prune-attribution")),
+        latency_backend=parse_latency_backend(get(config, "prune-latency-backend")),
+        round_to=_positive_int(get(config, "prune-round-to"), "prune-round-to") or 1,
+        export_gate=bool(get(config, "prune-export")),
     )
+
+
+def parse_latency_backend(value: str | None) -> str | None:
+    """``--prune-latency-backend``, checked here (unknown, or onnxruntime without the extra, is a
+    usage error); None leaves the choice to :func:`pytest_prune.measure.latency.default_backend`."""
+    if value is None:
+        return None
+    from ..measure.latency import check_backend  # imports torch: only when gates are asked for
+
+    return check_backend(value)
 
 
 def _positive_int(value: str | None, option: str) -> int | None:
@@ -302,9 +333,11 @@ def _weights(config: pytest.Config) -> str | None:
 def parse_device(value: str | None) -> str:
     """``--prune-device`` checked against this machine: an unknown device, or CUDA where there
     is none, is a :class:`SpecError` naming the option and the devices there are."""
+    if (value or "cpu").strip() == "cpu":  # every machine has one: no torch needed to check it
+        return "cpu"
     from ..devices import resolve_device  # imports torch: only when gates are asked for
 
-    return str(resolve_device(value or "cpu", "--prune-device"))
+    return str(resolve_device(value, "--prune-device"))
 
 
 def parse_attribution(value: str | None) -> str:

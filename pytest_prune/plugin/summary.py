@@ -37,7 +37,7 @@ def summary_lines(state: GateState) -> list[str]:
         )
     if rows:
         r0 = rows[0]
-        data = state.data_spec or (state.run.data_spec if state.run.results() else "")
+        data = state.data_spec or (state.run.data_spec if state.run is not None and state.run.results() else "")
         lines.append(
             f"dense {r0['model']}: top-1 {r0['top1_dense']:.2%}, {r0['macs_dense']:,} MACs/sample, "
             f"{r0['params_dense']:,} params; data {data}"
@@ -45,8 +45,8 @@ def summary_lines(state: GateState) -> list[str]:
     if any(r.get("colour_selective_pruned") is not None for r in rows):
         lines.append(
             "colour p/k: share of colour-selective first-layer filters among the removed / the kept "
-            f"(CSI > {state.run.settings.colour_threshold}); attr rho: mean Spearman correlation of "
-            f"{state.run.settings.attribution_method.replace('_', ' ')} maps, dense vs compressed"
+            f"(CSI > {state.run_settings().colour_threshold}); attr rho: mean Spearman correlation of "
+            f"{state.run_settings().attribution_method.replace('_', ' ')} maps, dense vs compressed"
         )
     lines.extend(state.notes)
     return lines
@@ -54,12 +54,37 @@ def summary_lines(state: GateState) -> list[str]:
 
 def ordered_rows(state: GateState) -> list[dict]:
     """Every measured method's row, in the order the gates are generated (workers finish in any order)."""
-    return sorted(state.rows(), key=lambda r: _order(state, r["method"]))
+    return sorted(state.rows(), key=lambda r: method_order(state, r["method"]))
 
 
-def _order(state: GateState, method: str) -> int:
+def verdict_rows(state: GateState) -> list[dict]:
+    """One row per gate that ran (method, check): its outcome and what :meth:`GateState.describe`
+    recorded, in gate order (the report puts failures first). Built from the outcomes, which the
+    workers of a pytest-xdist run send to the controller."""
+    from ..gating.checks import CHECKS, SPEEDUP, spec_of
+    from ..gating.verdict import DIRECTION
+
+    check_order = [*CHECKS, SPEEDUP.name]
+    rows = []
+    for method in sorted(state.outcomes, key=lambda m: method_order(state, m)):
+        checks = state.outcomes[method]
+        for check in sorted(checks, key=lambda c: check_order.index(c) if c in check_order else len(check_order)):
+            spec = spec_of(check) if check in check_order else None
+            fields = state.verdicts.get(method, {}).get(check, {})
+            rows.append({
+                "model": state.model_name, "method": method, "check": check, "outcome": checks[check],
+                "measured": fields.get("measured"), "baseline": fields.get("baseline"),
+                "tolerance": fields.get("tolerance"), "better": spec.better if spec else None,
+                "direction": DIRECTION[spec.better] if spec else None,
+                "meaning": spec.meaning if spec else None, "changed": fields.get("changed"),
+                "message": fields.get("message"),
+            })
+    return rows
+
+
+def method_order(state: GateState, method: str) -> int:
     """Rows in the order the gates are generated (workers finish in any order)."""
-    from ..pipeline.methods import is_ratio_free
+    from ..method_names import is_ratio_free
     from ..pipeline.targets import candidate_id, method_id
 
     opts = state.options

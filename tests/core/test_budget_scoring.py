@@ -14,7 +14,7 @@ from pytest_prune.plan import plan_from_scores
 
 @pytest.fixture(scope="module")
 def run():
-    return PruneRun(RunSettings(model="lenet5"))
+    return PruneRun(RunSettings(model="lenet5", allocation="layerwise"))  # the layerwise fraction search
 
 
 def test_a_one_shot_criterion_is_scored_once_for_a_budget(run, monkeypatch):

@@ -28,3 +28,11 @@ def test_new_baselines_take_default_tolerances():
     made = new_baselines({"accuracy_drop": 0.1, "macs_reduction": 0.5})
     assert made["accuracy_drop"] == CheckBaseline(0.1, CHECKS["accuracy_drop"].tolerance)
     assert made["macs_reduction"].value == 0.5
+
+
+def test_an_update_keeps_the_stored_entry_of_a_check_it_did_not_measure():
+    """An update without --prune-export must not delete what a run with it wrote."""
+    previous = {"export_equivalence": CheckBaseline(2e-7, 1e-4), "top1": CheckBaseline(0.9, 0.02),
+                "no_such_check": CheckBaseline(1.0, 0.0)}
+    made = new_baselines({"top1": 0.95}, previous)
+    assert made == {"export_equivalence": CheckBaseline(2e-7, 1e-4), "top1": CheckBaseline(0.95, 0.02)}

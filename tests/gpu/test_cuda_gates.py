@@ -26,7 +26,7 @@ ONE_SAMPLE = 1 / 359 + 1e-9  # lenet5's evaluation split: one image changing its
 
 
 def _records(folder) -> dict[str, dict]:
-    return {r["method"]: r for r in json.loads((folder / "results.json").read_text())}
+    return {r["method"]: r for r in json.loads((folder / "results.json").read_text())["methods"]}
 
 
 def test_the_cuda_run_passes_the_cpu_baselines_with_the_cpu_figures(pytester):

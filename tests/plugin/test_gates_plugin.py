@@ -116,8 +116,12 @@ def test_summary_table_and_report(pytester):
     assert frame.loc[0, "criterion"] == "l1" and frame.loc[0, "ratio"] == 0.5
     assert 0.95 <= frame.loc[0, "top1_dense"] <= 1.0
     assert frame.loc[0, "macs_pruned"] < frame.loc[0, "macs_dense"]
-    records = json.loads((report / "results.json").read_text())
-    assert records[0]["model"] == "lenet5"
+    document = json.loads((report / "results.json").read_text())
+    assert document["methods"][0]["model"] == "lenet5" and document["status"] == "written"
+    # every gate that ran has its verdict, with the value it wrote
+    assert len(document["verdicts"]) == result.parseoutcomes()["passed"] and set(CHECKS) <= {
+        v["check"] for v in document["verdicts"]}
+    assert all(v["outcome"] == "written" and v["baseline"] == v["measured"] for v in document["verdicts"])
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """The gates under pytest-xdist: each method measured on one worker, one summary, one report."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -38,9 +40,30 @@ def test_two_workers_measure_each_method_once_and_the_controller_reports(pyteste
     assert "FAIL" not in compared.stdout.str() and compared.stdout.str().count("  pass") == len(METHODS)
     found = _junit_properties(junit)
     assert {m for m, _ in found} == set(METHODS) and len(found) == 6 * len(METHODS)
+    verdicts = json.loads((report / "results.json").read_text())["verdicts"]  # the workers' verdicts
+    assert len(verdicts) == compared.parseoutcomes()["passed"] and {v["outcome"] for v in verdicts} == {"passed"}
+    assert all(v["baseline"] is not None and v["changed"].startswith("nothing recorded") for v in verdicts)
     drop = found[("l1-0.5", "accuracy_drop")]
     assert drop["model"] == "lenet5" and drop["verdict"] == "pass"
     assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01
+    # the page's figures travel from the workers, which hold the models
+    page = (report / "index.html").read_text()
+    assert (report / "attribution_maps.png").is_file() and (report / "filters_removed.png").is_file()
+    assert "Filters removed per layer by l1-0.3" in page  # the first method in gate order, as serially
+
+
+def test_the_controller_merges_the_workers_figures_in_gate_order():
+    from pytest_prune.report import merged_figures
+
+    order = ["l1-0.3", "l1-0.5", "random-0.3", "random-0.5"].index
+    gw0 = {"attribution": {"dense": [[[0.0]]], "pruned": {"random-0.3": [[[3.0]]], "l1-0.5": [[[2.0]]]}},
+           "filters_removed": {"conv1": [1, 6]}, "filters_removed_method": "l1-0.5"}
+    gw1 = {"attribution": {"dense": [[[0.0]]], "pruned": {"random-0.5": [[[4.0]]], "l1-0.3": [[[1.0]]]}},
+           "filters_removed": {"conv1": [2, 6]}, "filters_removed_method": "l1-0.3"}
+    merged = merged_figures([gw0, {}, gw1], order)
+    assert list(merged["attribution"]["pruned"]) == ["l1-0.3", "l1-0.5", "random-0.3", "random-0.5"]
+    assert merged["filters_removed_method"] == "l1-0.3" and merged["filters_removed"] == {"conv1": [2, 6]}
+    assert merged_figures([{}, {}], order) == {}
 
 
 def test_junit_xml_carries_the_figures_of_every_gate(pytester):

@@ -20,7 +20,7 @@ def test_only_the_clocks_of_a_result_are_timing_columns():
 
     timing = {f.name for f in dataclasses.fields(MethodResult) if bench.TIMING_COLUMN.search(f.name)}
     assert timing == {"score_seconds", "prune_seconds", "recovery_seconds", "latency_dense_ms",
-                      "latency_pruned_ms", "speedup"}
+                      "latency_pruned_ms", "latency_dense_iqr_ms", "latency_pruned_iqr_ms", "speedup"}
 
 
 def _write(path: Path, rows: list[dict]) -> Path:

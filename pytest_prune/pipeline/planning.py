@@ -1,0 +1,81 @@
+"""How a run turns a criterion and a target into a plan: which allocation, a channel fraction or
+a budget, and the sensitivity analysis behind ``--prune-allocation sensitivity``.
+
+A part of :class:`~pytest_prune.pipeline.run.PruneRun` (its base class), kept apart so that the run
+module holds inputs, methods and measurements; it reads the run's settings, model, groups, dense
+counts and calibration batches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..allocations import BUDGET_ALLOCATION
+from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
+from ..plan import PrunePlan
+from ..sensitivity import SensitivityTable, plan_by_sensitivity
+from .budget import BUDGET_KINDS, Budget, PlanCost, plan_at_ratio, plan_for_budget
+from .targets import Target
+
+
+class Planning:
+    """The planning steps of a run (mixed into :class:`~pytest_prune.pipeline.run.PruneRun`)."""
+
+    # criterion name → (its scores, its sensitivity table): analysed once, shared by every target
+    _sensitivity: dict[str, tuple[dict, SensitivityTable]]
+
+    def allocation_for(self, criterion: str | None, target: Target | str | None = None) -> str:
+        """The allocation ``criterion`` is planned with: ``--prune-allocation`` when given, else the
+        criterion's natural one, except that a ``macs:``/``params:`` budget (``target``: a Budget or
+        its label, ``macs0.5``) of a criterion that is naturally ``layerwise`` gets
+        :data:`~pytest_prune.allocations.BUDGET_ALLOCATION` (why: that module);
+        ``layerwise`` for methods that are no criterion (decompositions, ``meanvar-auto``,
+        candidates), which allocate nothing."""
+        if self.settings.allocation is not None:
+            return self.settings.allocation
+        if criterion in known_criteria():
+            natural = get_criterion(criterion).natural_allocation
+            budget = isinstance(target, Budget) or (isinstance(target, str) and target.startswith(BUDGET_KINDS))
+            return BUDGET_ALLOCATION if budget and natural == "layerwise" else natural
+        return "layerwise"
+
+    def _scoring_context(self, criterion: Criterion) -> ScoringContext:
+        s = self.settings
+        return ScoringContext(
+            model=self.info.model,
+            groups=self.groups,
+            batches=self.calibration if criterion.needs_data else [],
+            seed=s.seed,
+            device=torch.device(s.device),
+        )
+
+    def _plan(self, criterion: Criterion, target: Target) -> tuple[PrunePlan, float]:
+        """The criterion's plan for a channel fraction, or for the fraction that meets a budget."""
+        ctx = self._scoring_context(criterion)
+        allocation = self.allocation_for(criterion.name, target)
+        if allocation == "sensitivity":
+            return self._plan_by_sensitivity(criterion, ctx, target)
+        round_to = self.settings.round_to  # --prune-round-to: kept counts multiples of it
+        if isinstance(target, float):
+            return plan_at_ratio(criterion, ctx, target, allocation, round_to), target  # type: ignore[arg-type]
+        cost = PlanCost(self.info.model, self.groups, self.dense_count)
+        return plan_for_budget(criterion, ctx, target, cost, allocation, round_to=round_to)  # type: ignore[arg-type]
+
+    def _plan_by_sensitivity(self, criterion: Criterion, ctx: ScoringContext, target: Target) -> tuple[PrunePlan, float]:
+        """The plan of the ``sensitivity`` allocation (:mod:`pytest_prune.sensitivity`): the
+        criterion's sensitivity table on the calibration data, measured once per run, then split."""
+        cost = PlanCost(self.info.model, self.groups, self.dense_count)
+        scores, table = self._sensitivity.get(criterion.name, (None, None))
+        if scores is None:
+            scores = criterion.scores(ctx)
+        plan, table = plan_by_sensitivity(
+            criterion, ctx, target, cost, recovery=self.settings.sensitivity_recovery,
+            batches=self.calibration, scores=scores, table=table, round_to=self.settings.round_to,
+        )
+        self._sensitivity[criterion.name] = (scores, table)
+        return plan, plan.count() / sum(g.size for g in self.groups)
+
+    @property
+    def sensitivity_tables(self) -> list[SensitivityTable]:
+        """The sensitivity tables this run measured (one per criterion planned by sensitivity)."""
+        return [table for _, table in self._sensitivity.values()]
