@@ -1,8 +1,8 @@
 """Post-surgery inspection: what a compressed model kept of the dense one, beyond accuracy and size.
 
-Three looks, each comparing the compressed model with the dense one: do the same pixels matter
-(attribution maps), were the first layer's colour-selective filters among those removed, and how much
-faster does it run. The values are keyword arguments of :class:`~pytest_prune.pipeline.results.MethodResult`;
+Two looks, each comparing the compressed model with the dense one: do the same pixels matter
+(attribution maps), and were the first layer's colour-selective filters among those removed (how much
+faster it runs is :func:`pytest_prune.measure.latency.backend_latency`). The values are keyword arguments of :class:`~pytest_prune.pipeline.results.MethodResult`;
 :class:`~pytest_prune.pipeline.run.PruneRun` supplies the models, images and settings. Nothing here knows
 pytest or baselines.
 """
@@ -22,7 +22,6 @@ from ..errors import TraceError
 from ..groups import ChannelGroup
 from ..measure.attribution import IMAGES_PER_CALL, attribution_retention, last_conv_name
 from ..measure.colour import colour_selective_share, colour_selectivity
-from ..measure.latency import speedup
 from ..plan import PrunePlan
 
 # (group of the first conv's filters, module their output is read at, each filter's colour index)
@@ -113,14 +112,4 @@ def colour_look(
         "colour_selective_pruned": 0.0 if math.isnan(share.pruned) else share.pruned,
         "colour_selective_kept": share.kept,
         "colour_threshold": colour_threshold,
-    }
-
-
-def latency_look(dense: nn.Module, compressed: nn.Module, latency_input: torch.Tensor, repeats: int) -> dict[str, Any]:
-    """How much faster does it run (interleaved with the dense model, one thread)?"""
-    timing = speedup(dense, compressed, latency_input, repeats=repeats)
-    return {
-        "latency_dense_ms": timing.dense.median_ms,
-        "latency_pruned_ms": timing.pruned.median_ms,
-        "speedup": timing.speedup,
     }
