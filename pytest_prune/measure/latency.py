@@ -18,11 +18,13 @@ speed-up is measured, not derived. How, and why:
 Two backends (``--prune-latency-backend``): ``eager`` times the PyTorch modules; ``onnxruntime``
 exports both models (:mod:`pytest_prune.measure.export`) and times ONNX Runtime sessions of one
 intra-op thread on the same batch, interleaved the same way: the runtime a model is deployed with,
-whose kernels and fused graph can rank two widths otherwise than eager PyTorch does. The default is
-``eager`` whether or not the onnx extra is installed (:func:`default_backend`): a run's speed-up
-should not change meaning because a package was installed (the ``test`` extra brings onnx), and
-eager needs no export. The backend is recorded beside every latency, so no figure is read as the
-other's.
+whose kernels and fused graph can rank two widths otherwise than eager PyTorch does. The default
+(:func:`default_backend`) is ``onnxruntime`` where the onnx extra is installed and the run is on the
+CPU, since that is what is shipped; ``eager`` without the extra, or on a GPU (ONNX Runtime runs here
+on the CPU only). A model the exporter refuses is timed eagerly under the default (its export gate
+names the reason); asked for by name, ``onnxruntime`` fails instead. The speed-up is no stored
+baseline, so the default moving with an installed package changes no verdict; the backend is
+recorded beside every latency, so no figure is read as the other's.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import PruneError, SpecError
+from ..errors import PruneError, SpecError, TraceError
 from ..modes import eval_mode, torch_threads
 
 DEFAULT_REPEATS = 30
@@ -44,9 +46,11 @@ DEFAULT_THREADS = 1
 BACKENDS = ("eager", "onnxruntime")
 
 
-def default_backend() -> str:
-    """``eager``, installed extras or not (see the module docstring); ONNX Runtime is asked for."""
-    return "eager"
+def default_backend(device: str = "cpu") -> str:
+    """``onnxruntime`` with the onnx extra on a CPU run, else ``eager`` (see the module docstring)."""
+    from .export import onnx_available
+
+    return "onnxruntime" if device == "cpu" and onnx_available() else "eager"
 
 
 def check_backend(backend: str) -> str:
@@ -199,9 +203,17 @@ def backend_latency(
     dense: nn.Module, compressed: nn.Module, latency_input: torch.Tensor, repeats: int, backend: str | None
 ) -> dict[str, Any]:
     """The :class:`~pytest_prune.pipeline.results.MethodResult` fields of the speed-up look: medians,
-    their spreads and the backend (``None``: :func:`default_backend`)."""
-    backend = backend or default_backend()
-    timing = backend_speedup(dense, compressed, latency_input, backend, repeats=repeats)
+    their spreads and the backend (``None``: :func:`default_backend`, eager for a model that does
+    not export)."""
+    chosen = backend or default_backend(latency_input.device.type)
+    try:
+        timing = backend_speedup(dense, compressed, latency_input, chosen, repeats=repeats)
+    except TraceError:
+        if backend is not None or chosen == "eager":  # asked for by name: the user hears why
+            raise
+        chosen = "eager"
+        timing = backend_speedup(dense, compressed, latency_input, chosen, repeats=repeats)
+    backend = chosen
     return {
         "latency_dense_ms": timing.dense.median_ms,
         "latency_pruned_ms": timing.pruned.median_ms,

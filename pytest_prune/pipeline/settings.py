@@ -34,9 +34,9 @@ class RunSettings:
     colour_images: int = 256  # evaluation images the colour-selectivity index ranks
     colour_threshold: float = COLOUR_THRESHOLD
     latency_repeats: int = 20
-    latency_backend: str | None = None  # eager or onnxruntime; None: eager (measure.latency.default_backend)
+    latency_backend: str | None = None  # eager or onnxruntime; None: measure.latency.default_backend
     round_to: int = 1  # every pruned group keeps a multiple of this many channels (pytest_prune.plan)
-    export_gate: bool = False  # --prune-export: gate the ONNX export (pytest_prune.measure.export)
+    export_gate: bool = True  # gate the ONNX export (pytest_prune.measure.export); --prune-no-export: False
 
     def __post_init__(self):
         if self.allocation is not None and self.allocation not in ALLOCATIONS:

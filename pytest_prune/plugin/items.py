@@ -12,7 +12,7 @@ from ..errors import BaselineError, PruneError, TraceError
 from ..gating.baselines import Baseline, BaselineStore, CheckBaseline, settings_mismatch
 from ..gating.checks import CHECKS, SPEEDUP
 from ..gating.verdict import compare, new_baselines
-from ..measure.export import ONNX_HINT, onnx_available
+from ..measure.export import EXPORT_LIMIT, ONNX_HINT, onnx_available
 from ..models.zoo import declared_channels
 from ..pipeline.methods import get_method, is_ratio_free
 from ..pipeline.provenance import count_change, data_change, dense_model_change, explain_changes, plan_change
@@ -49,7 +49,7 @@ def model_checks(state: GateState) -> list[str]:
     from the spec (built-in and torchvision models); a factory's gates list the check, since only
     its model or data would tell."""
     settings = state.settings or state.run.settings
-    checks = [c for c in CHECKS if c != EXPORT_CHECK or settings.export_gate]  # --prune-export
+    checks = [c for c in CHECKS if c != EXPORT_CHECK or settings.export_gate]  # --prune-no-export
     if state.listing_only:  # nothing is built: the spec alone may say the channel count
         channels = declared_channels(state.run.settings.model)
         return [c for c in checks if c != "colour_selectivity" or channels is None or channels >= 3]
@@ -182,6 +182,9 @@ class GateItem(pytest.Item):
                 f"{self.nodeid}: {self.check} could not be measured for {self.method} "
                 f"({'; '.join(result.notes[-2:]) or 'no filters could be matched to the dense model'})"
             )
+        if self.check == EXPORT_CHECK and self.check not in baseline.checks:
+            self._judge_export_on_its_limit(result)
+            return
         if self.check not in baseline.checks:
             raise BaselineError(
                 f"baseline {path} has no value for {self.check}; add it with --prune-update-baselines"
@@ -196,6 +199,18 @@ class GateItem(pytest.Item):
             why = explain_changes(baseline.provenance, result.provenance)
             self._judge(outcome, f"{why}\n  baseline file: {path}\n  measured values: {obtained}")
         self._judge(outcome, f"baseline file: {path}")
+
+    def _judge_export_on_its_limit(self, result: MethodResult) -> None:
+        """A baseline written before the export gate was on by default has no export value: the
+        export is judged on its hard limit alone (a failing export raised before this), so that
+        upgrading the plugin fails no build that has not regressed."""
+        limit = CheckBaseline(EXPORT_LIMIT, 0.0)
+        self.state.note(
+            f"baselines with no stored {EXPORT_CHECK} (written before it was gated by default) are "
+            f"judged against its {EXPORT_LIMIT:g} limit; --prune-update-baselines stores it"
+        )
+        self.state.describe(self.method, self.check, changed=f"no stored value: the {EXPORT_LIMIT:g} limit")
+        self._judge(compare(self.check, result.checks()[self.check], limit), f"the {EXPORT_LIMIT:g} limit")
 
     def _judge(self, outcome, source: str) -> None:
         self.state.record(self.method, self.check, "passed" if outcome.passed else "failed")

@@ -71,7 +71,8 @@ _OPTIONS: list[tuple[str, str, str | None, str]] = [
      "(default: not gated)."),
     ("prune-latency-backend", "string", None,
      "what the speed-up is timed in: eager (PyTorch) or onnxruntime (the exported model in ONNX "
-     "Runtime, one thread; needs the onnx extra); recorded in results.csv (default: eager)."),
+     "Runtime, one thread; needs the onnx extra); recorded in results.csv (default: onnxruntime "
+     "with the onnx extra on a CPU run, else eager)."),
     ("prune-round-to", "string", None,
      "keep every pruned group's channel count a multiple of N (vector width, e.g. 8): the count "
      "is rounded to the nearest multiple, never below N; budgets are searched with it; a setting "
@@ -90,14 +91,19 @@ _FLAGS: list[tuple[str, str]] = [
     ("prune-update-baselines",
      "write the measured values as the new baselines instead of comparing (default: compare)."),
     ("prune-export",
-     "also gate the ONNX export: export_equivalence, the model exported with torch.onnx.export "
+     "gate the ONNX export: export_equivalence, the model exported with torch.onnx.export "
      "(opset 17, dynamic batch) and run in ONNX Runtime against PyTorch's outputs, one item per "
-     "method with a stored baseline; skipped with the install hint without the onnx extra "
-     "(default: off)."),
+     "method and candidate; skipped with the install hint without the onnx extra (default: on; "
+     "--prune-no-export or the ini key prune_export = false leaves it out)."),
+    ("prune-no-export",
+     "leave the export_equivalence gate out (default: it is gated)."),
     ("prune-allow-pickle",
      "load --prune-weights as a full pickle. A pickle can run arbitrary code when loaded: use "
      "this only for files you trust (default: weights_only loading)."),
 ]
+
+
+DEFAULT_ON = ("prune-export",)  # flags whose ini key defaults to true
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -113,7 +119,8 @@ def add_options(parser: pytest.Parser) -> None:
     for name, help_text in _FLAGS:
         group.addoption(f"--{name}", dest=name.replace("-", "_"), action="store_true",
                         default=None, help=help_text)
-        parser.addini(name.replace("-", "_"), help_text, type="bool", default=False)
+        if name != "prune-no-export":  # the ini key prune_export = false says it
+            parser.addini(name.replace("-", "_"), help_text, type="bool", default=name in DEFAULT_ON)
 
 
 def get(config: pytest.Config, name: str):
@@ -283,8 +290,16 @@ def run_settings(config: pytest.Config, model: str):
         attribution_method=parse_attribution(get(config, "prune-attribution")),
         latency_backend=parse_latency_backend(get(config, "prune-latency-backend")),
         round_to=_positive_int(get(config, "prune-round-to"), "prune-round-to") or 1,
-        export_gate=bool(get(config, "prune-export")),
+        export_gate=export_gated(config),
     )
+
+
+def export_gated(config: pytest.Config) -> bool:
+    """Whether export_equivalence is gated: yes unless ``--prune-no-export`` or ``prune_export =
+    false``; ``--prune-export`` (the opt-in flag of earlier releases) overrides the ini key."""
+    if config.getoption("prune_no_export"):
+        return False
+    return bool(get(config, "prune-export"))
 
 
 def parse_latency_backend(value: str | None) -> str | None:

@@ -35,8 +35,8 @@ def _gates(pytester, *args):
 
 def _baselines_then(pytester, *args):
     """Write the baselines, check an unchanged rerun passes, and return the arguments used."""
-    _gates(pytester, *args, "--prune-update-baselines").assert_outcomes(passed=6)
-    _gates(pytester, *args).assert_outcomes(passed=6)
+    _gates(pytester, *args, "--prune-update-baselines").assert_outcomes(passed=7)
+    _gates(pytester, *args).assert_outcomes(passed=7)
     return args
 
 
@@ -87,7 +87,7 @@ def test_same_data_spec_returning_changed_labels(pytester):
     args = _baselines_then(pytester, "--prune-data=mydata:data")
     pytester.makepyfile(mydata=textwrap.dedent(DATA_MODULE.format(change="y = y.roll(1)")))
     result = _gates(pytester, *args)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)
     out = result.stdout.str()
     assert "data spec 'mydata:data' now gives other data (evaluation digest" in out
     assert "measured under other settings" in out
@@ -140,7 +140,7 @@ def test_a_numerical_difference_alone_is_named_as_such(pytester):
     data["checks"]["attribution_retention"]["value"] += 0.2
     path.write_text(json.dumps(data))
     result = _gates(pytester, *args)
-    result.assert_outcomes(passed=5, failed=1)
+    result.assert_outcomes(passed=6, failed=1)
     out = result.stdout.str()
     assert "nothing recorded changed (same dense model, data, plan and compressed weights)" in out
     obtained = json.loads((pytester.path / "bl" / "lenet5" / "l1-0.5.obtained.json").read_text())

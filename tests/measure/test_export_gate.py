@@ -1,4 +1,4 @@
-"""The export_equivalence gate item (``--prune-export``): passes against the baseline it wrote, fails
+"""The export_equivalence gate item (on by default, ``--prune-no-export`` leaves it out): passes against the baseline it wrote, fails
 on a planted export regression (a forward that takes another branch under export), fails with the
 exporter's reason for an unexportable model, and is skipped (never passed) without the onnx extra;
 ``--prune-latency-backend`` and ``--prune-round-to`` reach results.csv."""
@@ -57,7 +57,7 @@ PACKAGE = """
 """
 
 COMMON = ["--prune-data=exportpkg.net:data", "--prune-criteria=l1", "--prune-ratios=0.5",
-          "--prune-attribution=saliency", "--prune-export", "-p", "no:randomly", "-rA"]
+          "--prune-attribution=saliency", "-p", "no:randomly", "-rA"]
 
 
 @pytest.fixture
@@ -110,9 +110,30 @@ def test_export_gate_passes_on_its_baseline_and_fails_on_a_planted_export_regres
     rewritten = project.runpytest(*model, *COMMON, "--prune-update-baselines", "-k", "export_equivalence")
     assert outcome_of(rewritten, "export_equivalence") == "FAILED"
     assert "TraceError: the ONNX export of Net computes another function" in rewritten.stdout.str()
-    # without --prune-export there is no export item: the other gates' counts are as they were
-    listed = project.runpytest(*model, *[a for a in COMMON if a != "--prune-export"], "--collect-only", "-q")
+    # --prune-no-export, or the ini key, leaves the item out; --prune-export overrides the ini key
+    listed = project.runpytest(*model, *COMMON, "--prune-no-export", "--collect-only", "-q")
     assert "export_equivalence" not in listed.stdout.str() and "::top1" in listed.stdout.str()
+    project.makeini("[pytest]\nprune_export = false\n")
+    listed = project.runpytest(*model, *COMMON, "--collect-only", "-q")
+    assert "export_equivalence" not in listed.stdout.str() and "::top1" in listed.stdout.str()
+    listed = project.runpytest(*model, *COMMON, "--prune-export", "--collect-only", "-q")
+    assert "::export_equivalence" in listed.stdout.str()
+
+
+@pytest.mark.skipif(not onnx_available(), reason='needs the onnx extra: pip install -e ".[onnx]"')
+def test_a_baseline_written_without_the_export_gate_is_judged_on_the_export_limit(project, monkeypatch):
+    model = ["--prune-model=exportpkg.net:build"]
+    written = project.runpytest(*model, *COMMON, "--prune-no-export", "--prune-update-baselines")
+    assert written.parseoutcomes().get("passed", 0) == 7, written.stdout.str()[-2000:]
+    held = project.runpytest(*model, *COMMON)  # the upgraded plugin gates the export by default
+    text = held.stdout.str()
+    assert held.parseoutcomes() == {"passed": 8}, text[-2000:]
+    assert "no stored export_equivalence" in text and "1e-3 limit" in text.replace("0.001", "1e-3")
+    # the limit still holds: an export 0.01 away fails, stored value or not
+    monkeypatch.setenv("PLANTED_EXPORT_SHIFT", "0.01")
+    planted = project.runpytest(*model, *COMMON, "-k", "export_equivalence")
+    assert outcome_of(planted, "export_equivalence") == "FAILED", planted.stdout.str()[-2000:]
+    assert "computes another function" in planted.stdout.str()
 
 
 @pytest.mark.skipif(not onnx_available(), reason='needs the onnx extra: pip install -e ".[onnx]"')

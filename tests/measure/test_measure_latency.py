@@ -65,8 +65,11 @@ def test_an_unknown_backend_or_onnxruntime_without_the_extra_is_named(monkeypatc
 
     with pytest.raises(SpecError, match="'tvm' is unknown; use one of eager, onnxruntime"):
         check_backend("tvm")
-    assert default_backend() == "eager"  # installed extras or not: ONNX Runtime is asked for
+    assert default_backend("cuda") == "eager"  # ONNX Runtime runs on the CPU here
+    monkeypatch.setattr(export, "onnx_available", lambda: True)
+    assert default_backend("cpu") == "onnxruntime"  # what is deployed, where it can be timed
     monkeypatch.setattr(export, "onnx_available", lambda: False)
+    assert default_backend("cpu") == "eager"
     with pytest.raises(SpecError, match=r'pip install -e "\.\[onnx\]"'):
         check_backend("onnxruntime")
 
@@ -84,3 +87,26 @@ def test_onnxruntime_backend_times_the_exported_models_and_records_backend_and_s
     assert fields["latency_dense_ms"] > fields["latency_pruned_ms"] > 0  # 64x the MACs: slower in ORT too
     assert fields["latency_dense_iqr_ms"] >= 0 and fields["latency_pruned_iqr_ms"] >= 0
     assert fields["speedup"] == pytest.approx(fields["latency_dense_ms"] / fields["latency_pruned_ms"])
+
+
+class _Unexportable(nn.Module):
+    """A forward the ONNX exporter refuses: aten::cumprod has no ONNX symbolic at opset 17."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = conv(8)
+
+    def forward(self, x):
+        return self.body(x).cumprod(1)
+
+
+@onnx_only
+def test_the_default_backend_times_an_unexportable_model_eagerly_and_a_named_one_fails():
+    from pytest_prune.errors import TraceError
+    from pytest_prune.measure.latency import backend_latency
+
+    dense, x = _Unexportable(), torch.rand(1, 8, 16, 16)
+    fields = backend_latency(dense, dense, x, repeats=3, backend=None)
+    assert fields["latency_backend"] == "eager" and fields["latency_dense_ms"] > 0
+    with pytest.raises(TraceError, match="cannot be exported to ONNX"):
+        backend_latency(dense, dense, x, repeats=3, backend="onnxruntime")

@@ -22,14 +22,15 @@ def test_candidate_gates_with_baselines(pytester):
     args = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly",
             f"--prune-candidate={path}", "--prune-baselines", str(pytester.path / "bl"), "-v"]
     written = pytester.runpytest(*args, "--prune-update-baselines")
-    written.assert_outcomes(passed=11)  # 6 checks of l1-0.5, 5 of the candidate (no surgery check)
+    written.assert_outcomes(passed=13)  # 7 checks of l1-0.5, 6 of the candidate (no surgery check)
     out = written.stdout.str()
     assert "candidate::release-1::accuracy_drop" in out
+    assert "candidate::release-1::export_equivalence PASSED" in out  # the release survives ONNX export
     stored = json.loads((pytester.path / "bl" / "lenet5" / "candidate-release-1.json").read_text())
     # the candidate is the same network as our in-memory pruning: the same accuracy, exactly
     assert stored["checks"]["accuracy_drop"]["value"] == ours.accuracy_drop
     assert stored["checks"]["macs_reduction"]["value"] == 1 - ours.macs_kept
-    pytester.runpytest(*args).assert_outcomes(passed=11)
+    pytester.runpytest(*args).assert_outcomes(passed=13)
 
 
 def test_tampered_candidate_fails_cleanly(pytester):
@@ -83,8 +84,10 @@ def candidate_args(pytester, path: Path, *extra: str) -> list[str]:
 def test_exported_candidate_gates_with_baselines(pytester, colour_run, exported, batch):
     args = candidate_args(pytester, exported[batch])
     written = pytester.runpytest(*args, "--prune-update-baselines")
-    written.assert_outcomes(passed=6, deselected=7)  # no surgery check on a candidate
+    written.assert_outcomes(passed=7, deselected=8)  # no surgery check on a candidate
     assert f"candidate::{batch}::colour_selectivity PASSED" in written.stdout.str()
+    # a torch.export program, re-exported to ONNX: ONNX Runtime computes what the program does
+    assert f"candidate::{batch}::export_equivalence PASSED" in written.stdout.str()
     stored = json.loads((pytester.path / "bl" / "lenet5-colour" / f"candidate-{batch}.json").read_text())
     ours = colour_run.method("l1", 0.5, inspect=False)
     colour_run.complete(ours, "colour_selectivity")
@@ -92,21 +95,22 @@ def test_exported_candidate_gates_with_baselines(pytester, colour_run, exported,
     assert stored["checks"]["accuracy_drop"]["value"] == ours.accuracy_drop
     assert stored["checks"]["macs_reduction"]["value"] == pytest.approx(1 - ours.macs_kept)
     assert stored["checks"]["colour_selectivity"]["value"] == ours.colour_selective_pruned
+    assert stored["checks"]["export_equivalence"]["value"] < 1e-5
     compared = pytester.runpytest(*args)
-    compared.assert_outcomes(passed=6, deselected=7)
+    compared.assert_outcomes(passed=7, deselected=8)
     assert "could not be measured" not in compared.stdout.str()
 
 
 def test_exported_candidate_with_gradcam_explains_the_dense_last_conv(pytester, colour_run, exported):
     args = candidate_args(pytester, exported["static"], "--prune-attribution=gradcam")
-    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6, deselected=7)
+    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=7, deselected=8)
     stored = json.loads((pytester.path / "bl" / "lenet5-colour" / "candidate-static.json").read_text())
     ours = colour_run.method("l1", 0.5, inspect=False)
     colour_run.complete(ours, "attribution_retention")
     assert stored["settings"]["attribution"] == "gradcam"
     # the same network explained at the same layer: the same Grad-CAM maps, up to float rounding
     assert stored["checks"]["attribution_retention"]["value"] == pytest.approx(ours.attribution_spearman, abs=1e-6)
-    pytester.runpytest(*args).assert_outcomes(passed=6, deselected=7)
+    pytester.runpytest(*args).assert_outcomes(passed=7, deselected=8)
 
 
 @pytest.mark.skipif(not (DATA / "resnet56.th").is_file(), reason=f"pretrained weights not in {DATA}")

@@ -7,8 +7,9 @@ import pytest
 
 FAST = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5", "-p", "no:randomly"]
 # grey-input LeNet-5: no colour_selectivity item (it could never fail there)
+# export_equivalence is gated by default (the test extra brings onnx and onnxruntime)
 CHECKS = sorted(["top1", "accuracy_drop", "macs_reduction", "params_reduction", "surgery_equivalence",
-                 "attribution_retention"])
+                 "attribution_retention", "export_equivalence"])
 
 
 def _run(pytester, *args):
@@ -32,7 +33,7 @@ def test_help_lists_every_option_with_its_default(pytester):
 
 def test_missing_baseline_fails_and_says_how_to_write_it(pytester):
     result = _run(pytester, "-v")
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)
     out = result.stdout.str()
     for check in CHECKS:
         assert f"lenet5::l1-0.5::{check}" in out
@@ -43,24 +44,24 @@ def test_missing_baseline_fails_and_says_how_to_write_it(pytester):
 
 def test_update_then_compare_passes(pytester):
     written = _run(pytester, "--prune-update-baselines")
-    written.assert_outcomes(passed=6)
+    written.assert_outcomes(passed=7)
     data = json.loads(_baseline_file(pytester).read_text())
     assert sorted(data["checks"]) == CHECKS
     assert data["settings"]["data"] == "digits"
     assert "baseline written" in written.stdout.str()
     compared = _run(pytester)
-    compared.assert_outcomes(passed=6)
+    compared.assert_outcomes(passed=7)
 
 
 def test_a_baseline_demanding_more_fails_with_measured_baseline_and_tolerance(pytester):
-    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=7)
     path = _baseline_file(pytester)
     data = json.loads(path.read_text())
     data["checks"]["accuracy_drop"]["value"] = -0.5
     data["checks"]["macs_reduction"]["value"] = 0.99
     path.write_text(json.dumps(data))
     result = _run(pytester)
-    result.assert_outcomes(passed=4, failed=2)
+    result.assert_outcomes(passed=5, failed=2)
     out = result.stdout.str()
     assert "accuracy_drop (dense top-1 minus compressed top-1 (fraction)): measured" in out
     assert "baseline -0.5, tolerance 0.01" in out and "must be at most -0.49" in out
@@ -73,7 +74,7 @@ def test_corrupt_baseline_is_reported_without_traceback(pytester):
     _run(pytester, "--prune-update-baselines")
     _baseline_file(pytester).write_text("{ truncated")
     result = _run(pytester)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)
     out = result.stdout.str()
     assert "cannot be read" in out and "Traceback" not in out
 
@@ -81,7 +82,7 @@ def test_corrupt_baseline_is_reported_without_traceback(pytester):
 def test_baseline_from_other_settings_is_a_mismatch_not_a_comparison(pytester):
     _run(pytester, "--prune-update-baselines")
     result = _run(pytester, "--prune-seed=7")
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)
     assert "seed: baseline 0, this run 7" in result.stdout.str()
 
 
@@ -97,7 +98,7 @@ def test_ini_keys_configure_the_gates(pytester):
         """
     )
     result = pytester.runpytest("-v")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     assert (pytester.path / "ini-bl" / "lenet5" / "random-0.3.json").is_file()
     assert "lenet5::random-0.3::accuracy_drop" in result.stdout.str()
 
@@ -142,9 +143,9 @@ def test_bad_options_are_usage_errors(pytester, args, message):
 def test_gates_alone_unless_test_paths_are_named(pytester):
     pytester.makepyfile(test_user="def test_fails():\n    assert False\n")
     gates_only = _run(pytester, "--prune-update-baselines")
-    gates_only.assert_outcomes(passed=6)
+    gates_only.assert_outcomes(passed=7)
     both = _run(pytester, "test_user.py")
-    both.assert_outcomes(passed=6, failed=1)
+    both.assert_outcomes(passed=7, failed=1)
 
 
 def test_fixtures_and_marker_for_user_tests(pytester):
@@ -174,7 +175,7 @@ def test_fixtures_and_marker_for_user_tests(pytester):
 def test_recovery_and_budget_ids_and_baselines(pytester):
     result = _run(pytester, "--prune-ratios=macs:0.5", "--prune-recovery=none,lsq",
                   "--prune-update-baselines", "-v")
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=14)
     out = result.stdout.str()
     assert "lenet5::l1-macs0.5::accuracy_drop" in out
     assert "lenet5::l1-macs0.5+lsq::accuracy_drop" in out
@@ -192,21 +193,21 @@ def test_baseline_of_another_recovery_is_a_mismatch(pytester):
     data["settings"]["recovery"] = "lsq"
     path.write_text(json.dumps(data))
     result = _run(pytester)
-    result.assert_outcomes(failed=6)
+    result.assert_outcomes(failed=7)
     assert "recovery: baseline 'lsq', this run 'none'" in result.stdout.str()
 
 
 def test_ratio_free_methods_run_once_without_equivalence(pytester):
     result = _run(pytester, "--prune-criteria=tucker-vbmf", "--prune-update-baselines", "-v")
     out = result.stdout.str()
-    result.assert_outcomes(passed=5)  # no surgery: no equivalence or colour check
+    result.assert_outcomes(passed=6)  # no surgery: no equivalence or colour check
     assert "lenet5::tucker-vbmf::macs_reduction" in out
     assert "tucker-vbmf-0.5" not in out
 
 
 def test_min_speedup_gate_compares_with_the_option(pytester):
     result = _run(pytester, "--prune-update-baselines", "--prune-min-speedup=1000")
-    result.assert_outcomes(passed=6, failed=1)
+    result.assert_outcomes(passed=7, failed=1)
     out = result.stdout.str()
     assert "lenet5::l1-0.5::speedup" in out and "must be at least 1000" in out
 
@@ -229,13 +230,13 @@ def test_colour_selectivity_is_gated_on_colour_input_only(pytester):
 
 
 def test_prune_ignore_keeps_the_layers_channels_and_is_a_setting(pytester):
-    _run(pytester, "--prune-ignore=features.0,classifier.*", "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, "--prune-ignore=features.0,classifier.*", "--prune-update-baselines").assert_outcomes(passed=7)
     stored = json.loads(_baseline_file(pytester).read_text())
     assert stored["settings"]["ignore"] == ["classifier.*", "features.0"]
     assert list(stored["provenance"]["plan"]["removed"]) == ["features.3"]  # the only group left
     assert stored["provenance"]["layers"]["features.0"] == [117600, 156]  # all 6 filters kept
     mismatch = _run(pytester)  # without the option: another setting, not a comparison
-    mismatch.assert_outcomes(failed=6)
+    mismatch.assert_outcomes(failed=7)
     assert "ignore: baseline ['classifier.*', 'features.0'], this run None" in mismatch.stdout.str()
 
 
@@ -247,7 +248,7 @@ def test_prune_ignore_pattern_matching_nothing_is_refused_once(pytester):
 
 
 def test_update_keeps_hand_edited_tolerances_and_lists_unused_files(pytester):
-    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, "--prune-update-baselines").assert_outcomes(passed=7)
     path = _baseline_file(pytester)
     data = json.loads(path.read_text())
     data["checks"]["accuracy_drop"]["tolerance"] = 0.5  # loosened by hand
@@ -256,7 +257,7 @@ def test_update_keeps_hand_edited_tolerances_and_lists_unused_files(pytester):
     path.write_text(json.dumps(data))
     (path.parent / "l1-0.9.json").write_text(path.read_text().replace('"l1-0.5"', '"l1-0.9"'))
     updated = _run(pytester, "--prune-update-baselines", "-v")
-    updated.assert_outcomes(passed=6)
+    updated.assert_outcomes(passed=7)
     stored = json.loads(path.read_text())
     assert stored["checks"]["accuracy_drop"]["tolerance"] == 0.5
     assert stored["checks"]["accuracy_drop"]["value"] != 0.9  # the value is re-measured
@@ -268,14 +269,14 @@ def test_update_keeps_hand_edited_tolerances_and_lists_unused_files(pytester):
 
 def test_eval_limit_is_a_quick_gate_recorded_as_a_setting(pytester):
     report = pytester.path / "report"
-    _run(pytester, "--prune-eval-limit=64", "--prune-update-baselines", f"--prune-report={report}").assert_outcomes(passed=6)
+    _run(pytester, "--prune-eval-limit=64", "--prune-update-baselines", f"--prune-report={report}").assert_outcomes(passed=7)
     stored = json.loads(_baseline_file(pytester).read_text())
     assert stored["settings"]["eval_limit"] == 64
     top1 = pd.read_csv(report / "results.csv")["top1_dense"].iloc[0]
     assert round(top1 * 64) == pytest.approx(top1 * 64)  # a fraction of 64 images
-    _run(pytester, "--prune-eval-limit=64").assert_outcomes(passed=6)
+    _run(pytester, "--prune-eval-limit=64").assert_outcomes(passed=7)
     mismatch = _run(pytester)
-    mismatch.assert_outcomes(failed=6)
+    mismatch.assert_outcomes(failed=7)
     assert "eval_limit: baseline 64, this run None" in mismatch.stdout.str()
     bad = _run(pytester, "--prune-eval-limit=0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR and "at least 1" in bad.stderr.str()

@@ -33,13 +33,14 @@ COUNTING = """
 def test_selecting_one_check_skips_attribution_colour_and_latency(pytester):
     pytester.makeconftest(textwrap.dedent(COUNTING))
     baselines = ["--prune-baselines", str(pytester.path / "bl")]
-    pytester.runpytest(*GATES, *baselines, "--prune-update-baselines").assert_outcomes(passed=12)
+    pytester.runpytest(*GATES, *baselines, "--prune-update-baselines").assert_outcomes(passed=14)
     report = pytester.path / "report"
     result = pytester.runpytest(*GATES, *baselines, "-k", "accuracy_drop", f"--prune-report={report}", "-s")
-    result.assert_outcomes(passed=2, deselected=10)
+    result.assert_outcomes(passed=2, deselected=12)
     assert "CALLS dense_maps=0 looks=0" in result.stdout.str()
     rows = pd.read_csv(report / "results.csv")
     assert rows["attribution_spearman"].isna().all() and rows["speedup"].isna().all()
+    assert rows["export_max_diff"].isna().all()  # nor the ONNX export
     assert rows["top1_pruned"].notna().all()
 
 
@@ -47,5 +48,5 @@ def test_dense_attribution_maps_are_computed_once_per_run(pytester):
     pytester.makeconftest(textwrap.dedent(COUNTING))
     result = pytester.runpytest(*GATES, "--prune-baselines", str(pytester.path / "bl"),
                                 "--prune-update-baselines", "-s")
-    result.assert_outcomes(passed=12)
+    result.assert_outcomes(passed=14)
     assert "CALLS dense_maps=1 looks=2" in result.stdout.str()  # two methods, one dense map set

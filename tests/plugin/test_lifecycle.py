@@ -43,7 +43,7 @@ def test_a_failing_method_is_measured_once_and_fails_all_its_items_at_setup(pyte
     # the other tests' lists of every criterion
     result = pytester.runpytest_subprocess("--prune-model=lenet5", "--prune-criteria=boom", "--prune-ratios=0.5",
                                 "-p", "no:randomly", "--prune-update-baselines")
-    result.assert_outcomes(errors=6)
+    result.assert_outcomes(errors=7)
     result.stdout.fnmatch_lines(["ERROR lenet5::boom-0.5::top1 - PruneError: boom*",
                                  "ERROR lenet5::boom-0.5::attribution_retention - PruneError: boom*"])
     assert (pytester.path / "calls.txt").read_text() == "1"
@@ -52,7 +52,7 @@ def test_a_failing_method_is_measured_once_and_fails_all_its_items_at_setup(pyte
 def test_the_measurement_is_reported_as_the_first_items_setup(pytester):
     result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5",
                                 "-p", "no:randomly", "--prune-update-baselines", "--durations=0", "-vv")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     durations = [line for line in result.outlines if " setup " in line and "lenet5::l1-0.5" in line]
     assert len(durations) >= 1 and durations[0].split()[-1] == "lenet5::l1-0.5::top1"
     seconds = float(durations[0].split("s")[0])

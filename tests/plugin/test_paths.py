@@ -32,10 +32,10 @@ def _run(pytester, project, *args):
 def test_report_folder_outside_the_project(pytester, project, form):
     outside = pytester.mkdir(f"reports-{form}")  # exists: pytest would take it into its rootdir
     args = _option("--prune-report", outside, form)
-    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=7)
     assert (project / "baselines" / "lenet5" / "l1-0.5.json").is_file()
     assert not (pytester.path / "baselines").exists()
-    _run(pytester, project, *args).assert_outcomes(passed=6)
+    _run(pytester, project, *args).assert_outcomes(passed=7)
     assert (outside / "results.csv").is_file()
 
 
@@ -45,10 +45,10 @@ def test_weights_outside_the_project(pytester, project, form):
     weights = elsewhere / "w.pth"
     torch.save(PruneRun(RunSettings("lenet5")).info.model.state_dict(), weights)
     args = _option("--prune-weights", weights, form)
-    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=7)
     assert (project / "baselines" / "lenet5" / "l1-0.5.json").is_file()
     assert not (pytester.path / "baselines").exists() and not (elsewhere / "baselines").exists()
-    _run(pytester, project, *args).assert_outcomes(passed=6)
+    _run(pytester, project, *args).assert_outcomes(passed=7)
 
 
 @pytest.mark.parametrize("form", ["space", "equals"])
@@ -57,21 +57,21 @@ def test_candidate_outside_the_project(pytester, project, form):
     candidate = elsewhere / "rc1.pt"
     torch.save(PruneRun(RunSettings("lenet5")).method("l1", 0.5).pruned_model.state_dict(), candidate)
     args = _option("--prune-candidate", candidate, form)
-    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=11)
+    _run(pytester, project, *args, "--prune-update-baselines").assert_outcomes(passed=13)
     assert (project / "baselines" / "lenet5" / "candidate-rc1.json").is_file()
     assert not (elsewhere / "baselines").exists()
-    _run(pytester, project, *args).assert_outcomes(passed=11)
+    _run(pytester, project, *args).assert_outcomes(passed=13)
 
 
 def test_relative_option_paths_resolve_from_the_invocation_folder(pytester, project):
     (project / "sub").mkdir()
-    _run(pytester, project, "--prune-baselines", "sub/bl", "--prune-update-baselines").assert_outcomes(passed=6)
+    _run(pytester, project, "--prune-baselines", "sub/bl", "--prune-update-baselines").assert_outcomes(passed=7)
     assert (project / "sub" / "bl" / "lenet5" / "l1-0.5.json").is_file()
 
 
 def test_no_cacheprovider_and_no_cache_folder(pytester, project):
     result = _run(pytester, project, "-p", "no:cacheprovider", "--prune-update-baselines")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     assert not (project / ".pytest_cache").exists()
 
 
@@ -82,10 +82,10 @@ def test_ini_keys_hold_when_a_path_option_is_given_in_the_space_form(pytester, p
         "[pytest]\nprune_model = lenet5\nprune_criteria = l1\nprune_ratios = 0.5\nprune_ignore =\n    features.0\n")
     outside = pytester.mkdir("reports")
     written = pytester.runpytest("--prune-report", str(outside), "--prune-update-baselines", "-p", "no:randomly")
-    written.assert_outcomes(passed=6)
+    written.assert_outcomes(passed=7)
     stored = (project / "baselines" / "lenet5" / "l1-0.5.json").read_text()
     assert '"ignore": [\n      "features.0"\n    ]' in stored or '"ignore": ["features.0"]' in stored
-    pytester.runpytest("--prune-report", str(outside), "-p", "no:randomly").assert_outcomes(passed=6)
+    pytester.runpytest("--prune-report", str(outside), "-p", "no:randomly").assert_outcomes(passed=7)
 
 
 def test_report_outside_the_repository_passes_against_the_committed_baselines(pytester, monkeypatch):
@@ -97,6 +97,6 @@ def test_report_outside_the_repository_passes_against_the_committed_baselines(py
     monkeypatch.chdir(repository)
     result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5",
                                 "--prune-report", str(outside), "-p", "no:randomly", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     assert f"of lenet5 in {repository / 'baselines'} are not produced" in result.stdout.str()
     assert (outside / "results.csv").is_file()

@@ -47,9 +47,9 @@ def _numbers_out(line: str) -> str:
 def test_readme_summary_block_has_the_printed_format(pytester):
     args = ["--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.3", "-p", "no:randomly",
             "--prune-attribution=saliency", f"--prune-baselines={pytester.path / 'bl'}"]
-    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6)
+    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=7)
     result = pytester.runpytest(*args)  # compared: the verdict is "pass", as in the README
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     head, rows, dense = _summary(result.stdout.lines)
     readme_head, readme_rows, readme_dense = _summary(_readme_block())
 

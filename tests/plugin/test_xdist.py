@@ -26,7 +26,7 @@ def test_two_workers_measure_each_method_once_and_the_controller_reports(pyteste
     baselines, report, junit = pytester.path / "bl", pytester.path / "report", pytester.path / "junit.xml"
     args = [*GATES, f"--prune-baselines={baselines}", f"--prune-report={report}", "-n", "2", "--dist", "worksteal"]
     written = pytester.runpytest(*args, "--prune-update-baselines")
-    written.assert_outcomes(passed=6 * len(METHODS))
+    written.assert_outcomes(passed=7 * len(METHODS))
     out = written.stdout.str()
     assert out.count("pytest-prune summary") == 1
     assert sorted(line.split()[-1] for line in out.splitlines() if line.startswith("baseline written:")) == sorted(
@@ -36,10 +36,10 @@ def test_two_workers_measure_each_method_once_and_the_controller_reports(pyteste
     table = [line.split()[1] for line in out.splitlines() if line.startswith("lenet5 ")]
     assert table == METHODS
     compared = pytester.runpytest(*args, f"--junitxml={junit}")
-    compared.assert_outcomes(passed=6 * len(METHODS))
+    compared.assert_outcomes(passed=7 * len(METHODS))
     assert "FAIL" not in compared.stdout.str() and compared.stdout.str().count("  pass") == len(METHODS)
     found = _junit_properties(junit)
-    assert {m for m, _ in found} == set(METHODS) and len(found) == 6 * len(METHODS)
+    assert {m for m, _ in found} == set(METHODS) and len(found) == 7 * len(METHODS)
     verdicts = json.loads((report / "results.json").read_text())["verdicts"]  # the workers' verdicts
     assert len(verdicts) == compared.parseoutcomes()["passed"] and {v["outcome"] for v in verdicts} == {"passed"}
     assert all(v["baseline"] is not None and v["changed"].startswith("nothing recorded") for v in verdicts)
@@ -69,11 +69,11 @@ def test_the_controller_merges_the_workers_figures_in_gate_order():
 def test_junit_xml_carries_the_figures_of_every_gate(pytester):
     baselines, junit = pytester.path / "bl", pytester.path / "junit.xml"
     args = [*GATES, "--prune-criteria=l1", "--prune-ratios=0.5", f"--prune-baselines={baselines}"]
-    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=6)
-    pytester.runpytest(*args, f"--junitxml={junit}").assert_outcomes(passed=6)
+    pytester.runpytest(*args, "--prune-update-baselines").assert_outcomes(passed=7)
+    pytester.runpytest(*args, f"--junitxml={junit}").assert_outcomes(passed=7)
     found = {check: p for (_, check), p in _junit_properties(junit).items()}
     assert set(found) == {"top1", "accuracy_drop", "macs_reduction", "params_reduction",
-                          "surgery_equivalence", "attribution_retention"}
+                          "surgery_equivalence", "attribution_retention", "export_equivalence"}
     drop = found["accuracy_drop"]
     assert drop["model"] == "lenet5" and drop["method"] == "l1-0.5" and drop["verdict"] == "pass"
     assert float(drop["measured"]) == pytest.approx(float(drop["baseline"])) and float(drop["tolerance"]) == 0.01

@@ -48,7 +48,7 @@ def test_the_summary_and_report_of_a_real_run_are_read(pytester):
     result = pytester.runpytest("--prune-model=lenet5", "--prune-criteria=l1", "--prune-ratios=0.5",
                                 f"--prune-baselines={pytester.path / 'bl'}", "--prune-update-baselines",
                                 f"--prune-report={report}", "-q")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=7)
     assert bench.summary_methods(result.stdout.str()) == (1, ["l1-0.5"])
     assert bench.report_methods(report / "results.csv") == ["l1-0.5"]
     assert bench.report_differences(report / "results.csv", report / "results.csv") == []
