@@ -167,6 +167,18 @@ def pytest_testnodedown(node, error) -> None:
     payload = getattr(node, "workeroutput", {}).get("pytest_prune")
     if state is not None and payload:
         state.merge(payload)
+    if state is not None and state.options.report is not None and _REPORT_PRELOAD not in node.config.stash:
+        # the first worker done frees a core while the others finish: import what the report
+        # needs (pandas, matplotlib: 2-3 s) there, instead of after the last worker
+        import threading
+
+        from .report_preload import preload_report_modules
+
+        node.config.stash[_REPORT_PRELOAD] = threading.Thread(target=preload_report_modules, daemon=True)
+        node.config.stash[_REPORT_PRELOAD].start()
+
+
+_REPORT_PRELOAD = pytest.StashKey["object"]()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

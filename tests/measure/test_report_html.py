@@ -176,9 +176,15 @@ def test_attribution_maps_are_drawn_for_every_method(tmp_path):
             "pruned": {"l1-0.5": maps * 0.5, "car-0.5": maps[::-1], "random-0.5": maps ** 2}}
     frame = results(method=["l1-0.25", "l1-0.5", "car-0.25", "car-0.5"], attribution_spearman=[0.9, 0.8, 0.7, 0.6])
     figure, _ = _attribution(frame, {"attribution": spec})
-    rows = [axes.get_ylabel() for axes in figure.axes if axes.get_ylabel()]
+    (axes,) = figure.axes  # every row in one image, labelled by its y ticks
+    rows = [tick.get_text() for tick in axes.get_yticklabels()]
     assert rows == ["image", "dense", "l1-0.5 (ρ 0.80)", "car-0.5 (ρ 0.60)", "random-0.5"]
-    assert len(figure.axes) == 5  # one row per stack, its 3 images side by side in one axes
-    shown = figure.axes[2].get_images()[0].get_array()
-    assert shown.shape == (8, 3 * 8 + 2)  # 3 maps, a 1-pixel gap between neighbours
-    assert np.allclose(shown[:, :8], maps[0] * 0.5 / (maps[0] * 0.5).max())  # each to its own maximum
+    shown = np.asarray(axes.get_images()[0].get_array())
+    assert shown.shape == (5 * 8 + 4, 3 * 8 + 2, 3)  # 5 rows of 3 images, 1-pixel gaps between them
+    assert list(axes.get_yticks()) == [3.5, 12.5, 21.5, 30.5, 39.5]  # each label at its row's middle
+    from matplotlib import colormaps
+
+    l1_row = shown[2 * 9: 2 * 9 + 8, :8]  # the third row (l1-0.5), its first image
+    expected = colormaps["inferno"](maps[0] * 0.5 / (maps[0] * 0.5).max())[..., :3]  # each to its own maximum
+    assert np.allclose(l1_row, expected)
+    assert np.allclose(shown[:8, :8], 1.0)  # the input row: the white images as they are
