@@ -3,29 +3,26 @@
 Abbasi-Asl, Yu, *Structural Compression of Convolutional Neural Networks Based on Greedy Filter
 Pruning*, arXiv:1705.07356, 2017 (journal version: Frontiers in Big Data 4:704182, 2021).
 
-Two implementations compute the same numbers:
+Three paths, each tested against the one before:
 
 * the **reference** (:func:`car_scores` with ``fast=False``): for every candidate channel, mask it
   (:func:`~pytest_prune.masking.channels_masked`: its producer weights zeroed) and run the whole
   model over the calibration subset;
-* the **fast** path (the default): for each group, the network up to the group's producers
-  (included, when nothing else runs between them) runs once per batch and is replayed from a cache
-  (:mod:`._prefix_cache`); only the rest runs per candidate. ``copies`` candidates share one pass:
-  the batch is stacked that many times and forward hooks at every producer of the group zero a
-  different channel in each copy (a per-sample channel mask). The unmasked accuracy is replayed
-  the same way.
+* the **prefix replay** (``delta=False``): per group, the network up to its producers runs once
+  per batch and is replayed from a cache (:mod:`._prefix_cache`); only the rest runs per
+  candidate, ``copies`` candidates per pass (the batch stacked, forward hooks at the producers
+  zeroing another channel in each copy). Bit for bit the reference's numbers: zeroing a
+  producer's output channel gives exactly the zeros that zeroing its weights gives, its other
+  channels do not depend on that channel's weights, and on CPU a sample's result does not depend
+  on its batch (on a GPU, kernels chosen per batch size may move the loss in its last bits);
+* the **consumer delta** (the default, where it applies: a group read by one plain conv or linear
+  layer, :mod:`._consumer_delta`): the consumer's output is stored too, and a candidate subtracts
+  its channel's share of it, so only what follows the consumer runs per candidate. Equal to the
+  reference up to float rounding (same plans on the committed baselines and the benchmark).
 
-Why they agree bit for bit: zeroing a producer's output channel gives exactly the zeros that
-zeroing its weights gives, a conv's or BatchNorm's other output channels do not depend on that
-channel's weights, and on CPU a sample's result does not depend on the batch it is computed in
-(tested on the models here). On a GPU, kernels chosen per batch size may change the loss in its
-last bits when ``copies`` > 1; the accuracy part is unaffected unless two logits tie.
-
-Where the time goes (CPU, one thread, CIFAR ResNet-20): per candidate, only the layers and the
-functional calls from the group's first producer on run, so a group in the last stage costs a
-small fraction of a full pass and one in the first stage nearly a full one; stacking copies saves
-nothing on a CPU (passes cost in proportion to their samples) and is what pays on a GPU, where one
-calibration batch leaves the device idle.
+Cost (CPU): a group in the last stage costs a small fraction of a full pass per candidate, one
+in the first stage nearly a full one under the prefix replay, less under the consumer delta;
+stacking copies pays on a GPU only.
 """
 
 from __future__ import annotations
@@ -42,6 +39,7 @@ from ..groups import ChannelGroup
 from ..masking import channels_masked
 from ..plan import ALLOCATIONS, Allocation, PrunePlan, removal_count
 from ._activations import calibration_subset, eval_mode
+from ._consumer_delta import ConsumerDeltas
 from ._iterative import NestedGreedy, fingerprint, iterative_plan, shared_sequence, steps_for
 from ._prefix_cache import ChannelMask, PrefixCache
 from .base import Criterion, ScoringContext, Scores
@@ -111,6 +109,7 @@ class CarScorer:
         *,
         fast: bool = True,
         copies: int | None = None,
+        delta: bool = True,
     ):
         self.model = model
         self.groups = list(groups)
@@ -120,6 +119,8 @@ class CarScorer:
         self.copies = copies if copies is not None else default_copies(self.batches)
         self._cache_key: tuple | None = None
         self._cache: list[PrefixCache] = []
+        # delta=False: every candidate from its producers, bit for bit the reference's numbers
+        self._deltas = ConsumerDeltas(model, [x for x, _ in self.batches]) if fast and delta else None
 
     def index(self, removed: PrunePlan | None = None, candidates: Mapping[str, Sequence[int]] | None = None) -> CarIndex:
         """CAR of each candidate (default: every channel not in ``removed``) with ``removed`` masked."""
@@ -168,23 +169,33 @@ class CarScorer:
         return self._cache
 
     def _fast(self, group: ChannelGroup, chosen: Sequence[int | None], removed: PrunePlan) -> list[tuple[int, float]]:
-        """Like :meth:`_reference`, ``copies`` candidates per pass, from the cached prefix."""
+        """Like :meth:`_reference`, ``copies`` candidates per pass: from the consumer's stored
+        output where :mod:`._consumer_delta` applies, else from the cached prefix."""
+        delta = self._deltas.get(group, removed) if self._deltas is not None else None
+        if delta is not None:
+            return self._tally(chosen, delta.run)
         prefixes = self._prefixes(group, removed)
         # replayed producers carry no weight masking: zero the group's removed channels too
         own = list(removed.remove.get(group.name, ()))
+
+        def run(i: int, part: Sequence[int | None]):
+            x, k = self.batches[i][0], len(part)
+            mask = ChannelMask(self.model, group, [own + ([] if c is None else [c]) for c in part], x.shape[0])
+            try:
+                return prefixes[i].run(x.repeat(k, *([1] * (x.dim() - 1))), k)
+            finally:
+                mask.remove()
+
+        return self._tally(chosen, run)
+
+    def _tally(self, chosen: Sequence[int | None], run) -> list[tuple[int, float]]:
+        """(correct, summed loss) per candidate; ``run(i, part)``: batch i, one copy per candidate."""
         results = [(0, 0.0)] * len(chosen)
         for start in range(0, len(chosen), self.copies):
             part = chosen[start : start + self.copies]
-            zeroed = [own + ([] if c is None else [c]) for c in part]
-            k = len(part)
-            for (x, y), prefix in zip(self.batches, prefixes):
-                n = x.shape[0]
-                mask = ChannelMask(self.model, group, zeroed, n)
-                try:
-                    out = prefix.run(x.repeat(k, *([1] * (x.dim() - 1))), k)
-                finally:
-                    mask.remove()
-                for j in range(k):
+            for i, (x, y) in enumerate(self.batches):
+                out, n = run(i, part), x.shape[0]
+                for j in range(len(part)):
                     correct, loss = _outcome(out[j * n : (j + 1) * n], y, self.loss_fn)
                     old = results[start + j]
                     results[start + j] = (old[0] + correct, old[1] + loss)
@@ -201,9 +212,10 @@ def car_index(
     candidates: Mapping[str, Sequence[int]] | None = None,
     loss_fn: nn.Module | None = None,
     copies: int | None = None,
+    delta: bool = True,
 ) -> CarIndex:
     """CAR and loss increase of every channel of ``groups`` (one-shot, nothing re-scored)."""
-    return CarScorer(model, groups, batches, loss_fn, fast=fast, copies=copies).index(removed, candidates)
+    return CarScorer(model, groups, batches, loss_fn, fast=fast, copies=copies, delta=delta).index(removed, candidates)
 
 
 def car_scores(
@@ -214,10 +226,12 @@ def car_scores(
     fast: bool = True,
     loss_fn: nn.Module | None = None,
     copies: int | None = None,
+    delta: bool = True,
 ) -> Scores:
-    """The ``car`` scores of every channel; ``fast=False`` is the reference implementation
-    (one full forward pass per candidate). Both give identical numbers; time them with this."""
-    return car_index(model, groups, batches, fast=fast, loss_fn=loss_fn, copies=copies).scores()
+    """The ``car`` scores of every channel; ``fast=False`` is the reference implementation (one
+    full forward pass per candidate), ``delta=False`` the fast path with bit-identical numbers
+    (the consumer-output shortcut rounds otherwise: :mod:`._consumer_delta`)."""
+    return car_index(model, groups, batches, fast=fast, loss_fn=loss_fn, copies=copies, delta=delta).scores()
 
 
 def car_scores_reference(
@@ -294,6 +308,7 @@ class CAR(Criterion):
     per_step: int = 1
     max_rounds: int | None = 8
     fast: bool = True
+    delta: bool = True  # candidates of a plain layer from its consumer's output (._consumer_delta)
     copies: int | None = None
 
     def __init__(
@@ -307,6 +322,7 @@ class CAR(Criterion):
         max_rounds: int | None = -1,
         fast: bool | None = None,
         copies: int | None = None,
+        delta: bool | None = None,
     ):
         """Keyword arguments override the class defaults; ``max_samples=None`` uses every sample;
         ``per_step`` and ``max_rounds`` are the ``per-ratio`` schedule's, ``grid`` and ``reuse``
@@ -329,6 +345,8 @@ class CAR(Criterion):
             self.fast = fast
         if copies is not None:
             self.copies = copies
+        if delta is not None:
+            self.delta = delta
 
     def _per_step(self, count: int) -> int:
         """Channels removed per greedy round: ``per_step``, raised so that no target takes more
@@ -342,7 +360,8 @@ class CAR(Criterion):
         batches = calibration_subset(ctx.batches, self.max_samples)
         if not batches:
             raise DataError("criterion 'car' needs calibration data and got none: give it batches (ScoringContext.batches)")
-        return CarScorer(ctx.model, ctx.groups, batches, ctx.loss_fn, fast=self.fast, copies=self.copies)
+        return CarScorer(ctx.model, ctx.groups, batches, ctx.loss_fn, fast=self.fast, copies=self.copies,
+                         delta=self.delta)
 
     def scores(self, ctx: ScoringContext) -> Scores:
         """One-shot CAR of every channel of the unpruned model."""
@@ -367,7 +386,7 @@ class CAR(Criterion):
         key = (
             "car", id(ctx.model), type(ctx.model).__qualname__, fingerprint(ctx.model, scorer.batches),
             tuple((g.name, g.size) for g in ctx.groups), allocation, self.grid, self.max_samples,
-            self.fast, scorer.copies, repr(scorer.loss_fn),
+            self.fast, self.delta, scorer.copies, repr(scorer.loss_fn),
         )
         return shared_sequence(key, ctx.groups, allocation, self.grid)
 
