@@ -97,15 +97,16 @@ def merged_figures(payloads: Sequence[dict], order: Callable[[str], int]) -> dic
     maps and images (the same on every worker), every method's maps in gate order (``order``: a
     method id's position), and the filters removed by the first method in gate order, as a
     single process would draw them."""
+    # two workers may each have analysed one criterion (for two budgets): its rows once, from every
+    # worker (one without attribution maps still sends its table: results.json carries it)
+    analysed = {(r["criterion"], r["recovery"], r["group"], r["fraction"]): r
+                for p in payloads for r in p.get("sensitivity", [])}
     payloads = [p for p in payloads if p.get("attribution")]
     if not payloads:
-        return {}
+        return {"sensitivity": list(analysed.values())} if analysed else {}
     first = min(payloads, key=lambda p: min(map(order, p["attribution"]["pruned"])))
     pruned = {m: maps for p in payloads for m, maps in p["attribution"]["pruned"].items()}
     figures = {**first, "attribution": {**first["attribution"], "pruned": dict(sorted(pruned.items(), key=lambda kv: order(kv[0])))}}
-    # two workers may each have analysed one criterion (for two budgets): its rows once
-    analysed = {(r["criterion"], r["recovery"], r["group"], r["fraction"]): r
-                for p in payloads for r in p.get("sensitivity", [])}
     if analysed:
         figures["sensitivity"] = list(analysed.values())
     removed = [p for p in payloads if "filters_removed" in p]
@@ -130,14 +131,15 @@ def write_report(
     csv_path = directory / "results.csv"
     frame.to_csv(csv_path, index=False)
     name = frame["model"].iloc[0] if len(frame) else (run.name if run is not None else "")
-    json_path = write_results_json(directory / "results.json", frame, verdicts, name)
     if figures is None:
         figures = report_figures(run, results) if rows is None and run is not None else {}
     if run is not None and run.sensitivity_tables:  # a single process: its own tables (workers send rows)
         from ..sensitivity.files import sensitivity_rows
 
         figures = {**figures, "sensitivity": sensitivity_rows(run.sensitivity_tables, run.name)}
-    paths = write_sensitivity_rows(directory, figures.get("sensitivity") or [])
+    sensitivity = figures.get("sensitivity") or []  # results.json's optional "sensitivity" array
+    json_path = write_results_json(directory / "results.json", frame, verdicts, name, sensitivity)
+    paths = write_sensitivity_rows(directory, sensitivity)
     html_path = write_html_report(
         directory, frame, figures, title=f"pytest-prune report: {name}", verdicts=verdicts
     )

@@ -8,6 +8,7 @@ changes whenever a field is renamed, removed or changes meaning (adding a field 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,13 +19,21 @@ from .verdicts import clean_row, counts, failures_first, run_status
 SCHEMA_VERSION = 1
 
 
-def results_document(frame: pd.DataFrame, verdicts: Sequence[dict], model: str) -> dict[str, Any]:
+def _finite_or_null(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def results_document(
+    frame: pd.DataFrame, verdicts: Sequence[dict], model: str, sensitivity: Sequence[dict] = ()
+) -> dict[str, Any]:
     """The whole file as a dict: status and counts first, then the verdicts (failures first), then
-    one record per measured method (the rows of results.csv)."""
+    one record per measured method (the rows of results.csv), then -- only when a sensitivity
+    analysis ran -- its table, one record per (criterion, recovery, group, fraction): the rows of
+    sensitivity.csv (:func:`pytest_prune.sensitivity.files.sensitivity_rows`)."""
     # pandas writes NaN as null: missing measurements become null, not the invalid JSON token NaN
     methods = json.loads(frame.to_json(orient="records")) if len(frame) else []
     rows = [clean_row(r) for r in failures_first(verdicts)]
-    return {
+    document = {
         "schema_version": SCHEMA_VERSION,
         "model": model,
         "status": run_status(rows),
@@ -32,9 +41,14 @@ def results_document(frame: pd.DataFrame, verdicts: Sequence[dict], model: str) 
         "verdicts": rows,
         "methods": methods,
     }
+    if sensitivity:  # an added key, absent when nothing was analysed: version 1 readers are unaffected
+        document["sensitivity"] = [{k: _finite_or_null(v) for k, v in row.items()} for row in sensitivity]
+    return document
 
 
-def write_results_json(path: Path, frame: pd.DataFrame, verdicts: Sequence[dict], model: str) -> Path:
-    document = results_document(frame, verdicts, model)
+def write_results_json(
+    path: Path, frame: pd.DataFrame, verdicts: Sequence[dict], model: str, sensitivity: Sequence[dict] = ()
+) -> Path:
+    document = results_document(frame, verdicts, model, sensitivity)
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path

@@ -26,8 +26,23 @@ before the group (``PrefixCache``, as in CAR) and stops there, and one replayed 
 that starts at the group: the prefix is computed once per group, not once per fraction. Every pass
 but the first is partial, so the cost is below ``G · F`` full passes by the share of the network in
 front of each group. With ``lsq`` each replayed pass also solves one least-squares problem per
-consumer of the group. :attr:`SensitivityTable.passes` and ``seconds`` report what a run spent
-(cifar-resnet20, 12 groups, 4 fractions, 512 images: 61 passes).
+consumer of the group. :attr:`SensitivityTable.passes` and ``seconds`` report what a run spent:
+cifar-resnet20, 12 groups, 4 fractions, 512 images: 61 passes; cifar-resnet56, 30 groups, 4
+fractions, 512 images: 151 passes. The seconds follow images × passes, once per criterion planned
+by sensitivity; on one thread of a 2-core machine shared with other jobs
+(``benchmarks/sensitivity_cost.py``, no recovery) ResNet-20 took 243-246 s at 512 images, 64 s at
+256 and 33 s at 128; ResNet-56 1,332 s at 512 (806-1,480 s in issue 16's runs), 347 s at 256 and
+91 s at 128.
+
+Why 512 images and four fractions (the same benchmark: ``l1``, top-1 on the exact 932 after
+``lsq``, paired against the 512-image, four-fraction allocation): with two fractions (0.5, 0.9)
+the curve between them is too coarse, and the top-1 fell on both nets (ResNet-20 -2.90 ± 1.09
+points at ``macs:0.59``, -6.87 ± 1.36 at ``macs:0.45``; ResNet-56 -3.33 ± 0.91, -4.72 ± 1.22).
+Fewer images held on ResNet-56 (128: +0.75 ± 0.85, +1.61 ± 0.88) but not on ResNet-20 at
+``macs:0.59`` (256: -3.76 ± 0.91; 128: -1.39 ± 0.90), and four disjoint 128-image samples spread
+ResNet-20's ``macs:0.45`` top-1 over 74.7-81.9 % against 77.9-79.4 % for three 512-image ones.
+The allocation is a noisy estimate even at 512: another 512 images moved ResNet-20's top-1 by
+-4.61 ± 1.09 points at ``macs:0.59``.
 """
 
 from __future__ import annotations

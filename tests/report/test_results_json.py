@@ -76,3 +76,57 @@ def test_the_doc_names_every_field_of_the_schema():
     fields = set(SCHEMA["required"]) | set(SCHEMA["$defs"]["verdict"]["required"])
     assert f"schema_version`: {SCHEMA_VERSION}" in doc
     assert [f for f in sorted(fields) if f"`{f}`" not in doc] == []
+
+
+def sensitivity_table_rows() -> list[dict]:
+    """The rows a run with two criteria analysed would report (sensitivity.csv's rows)."""
+    from pytest_prune.sensitivity import SensitivityPoint, SensitivityTable
+    from pytest_prune.sensitivity.files import sensitivity_rows
+
+    def table(criterion, recovery, top1):
+        points = [SensitivityPoint("conv1", f, round(f * 6), 6, top1 - f / 10, math.nan if f > 0.8 else 0.3 + f,
+                                   int(1000 * f), int(60 * f)) for f in (0.5, 0.9)]
+        return SensitivityTable(criterion, recovery, 128, top1, 0.25, points)
+
+    return sensitivity_rows([table("l1", "none", 0.97), table("random", "lsq", 0.96)], "lenet5")
+
+
+def test_the_sensitivity_table_is_an_optional_array_of_its_rows(tmp_path):
+    frame = pd.DataFrame([method_row("l1-macs0.5")])
+    rows = [verdict("l1-macs0.5", "top1", "passed")]
+    without = json.loads(write_results_json(tmp_path / "a.json", frame, rows, "lenet5").read_text())
+    assert "sensitivity" not in without  # nothing analysed: the version 1 file as before
+    table = sensitivity_table_rows()
+    document = json.loads(write_results_json(tmp_path / "b.json", frame, rows, "lenet5", table).read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert {k: v for k, v in document.items() if k != "sensitivity"} == without
+    got = document["sensitivity"]
+    assert [(r["criterion"], r["recovery"], r["group"], r["fraction"]) for r in got] == [
+        ("l1", "none", "conv1", 0.5), ("l1", "none", "conv1", 0.9),
+        ("random", "lsq", "conv1", 0.5), ("random", "lsq", "conv1", 0.9)]
+    assert got[0] == {**table[0], "loss": 0.8} and got[0]["model"] == "lenet5" and got[0]["removed"] == 3
+    assert got[1]["loss"] is None  # NaN is not JSON: the strict writer would have refused it
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda r: r.pop("criterion"),
+    lambda r: r.pop("macs_saved"),
+    lambda r: r.update(fraction=1.5),
+    lambda r: r.update(recovery="bn"),
+    lambda r: r.update(removed="3"),
+])
+def test_the_schema_rejects_a_broken_sensitivity_row(break_it):
+    document = results_document(pd.DataFrame([method_row()]), [], "lenet5", sensitivity_table_rows())
+    jsonschema.validate(document, SCHEMA)
+    break_it(document["sensitivity"][0])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, SCHEMA)
+
+
+def test_the_schema_and_the_doc_name_every_column_of_sensitivity_csv():
+    from pytest_prune.report.sensitivity_map import COLUMNS
+
+    doc = (DOCS / "results-json.md").read_text()
+    point = SCHEMA["$defs"]["sensitivity_point"]
+    assert sorted(point["required"]) == sorted(COLUMNS) == sorted(sensitivity_table_rows()[0])
+    assert "`sensitivity`" in doc and [c for c in COLUMNS if f"`{c}`" not in doc] == []
