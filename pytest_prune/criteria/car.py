@@ -173,7 +173,7 @@ class CarScorer:
         output where :mod:`._consumer_delta` applies, else from the cached prefix."""
         delta = self._deltas.get(group, removed) if self._deltas is not None else None
         if delta is not None:
-            return self._tally(chosen, delta.run)
+            return self._tally(chosen, delta.run, delta.copies(self.copies))
         prefixes = self._prefixes(group, removed)
         # replayed producers carry no weight masking: zero the group's removed channels too
         own = list(removed.remove.get(group.name, ()))
@@ -186,13 +186,13 @@ class CarScorer:
             finally:
                 mask.remove()
 
-        return self._tally(chosen, run)
+        return self._tally(chosen, run, self.copies)
 
-    def _tally(self, chosen: Sequence[int | None], run) -> list[tuple[int, float]]:
+    def _tally(self, chosen: Sequence[int | None], run, copies: int) -> list[tuple[int, float]]:
         """(correct, summed loss) per candidate; ``run(i, part)``: batch i, one copy per candidate."""
         results = [(0, 0.0)] * len(chosen)
-        for start in range(0, len(chosen), self.copies):
-            part = chosen[start : start + self.copies]
+        for start in range(0, len(chosen), copies):
+            part = chosen[start : start + copies]
             for i, (x, y) in enumerate(self.batches):
                 out, n = run(i, part), x.shape[0]
                 for j in range(len(part)):
@@ -278,12 +278,9 @@ class CAR(Criterion):
       96.66 % instead of 97.77 % at 0.5, 91.92 % instead of 93.87 % at 0.7); the benchmark gives
       both schedules' top-1 side by side with the paired standard error.
 
-    Cost: a round scores each remaining channel once; with ``fast=True`` each candidate is a pass
-    over the calibration subset from the group's consumers on (what comes before is replayed),
-    ``copies`` candidates per pass. ``per-ratio`` scores up to 8 rounds per group and ratio;
-    ``nested`` scores ⌈r·grid⌉ rounds per group for a whole run at ratios up to r (a coarser
-    ``grid`` trades fidelity for fewer rounds); ``max_samples`` sets the subset (fewer
-    samples: coarser CAR steps of 1/N).
+    Cost: a round scores each remaining channel once (a partial pass each, see the module doc);
+    ``per-ratio`` scores up to 8 rounds per group and ratio, ``nested`` ⌈r·grid⌉ per group for a
+    whole run; fewer ``max_samples``: coarser CAR steps of 1/N.
 
     Allocation: ``layerwise`` is natural, and the plugin's default for ``car``: the paper's greedy
     pruning is "done layer by layer" (Abbasi-Asl & Yu), although CAR is an accuracy difference that
