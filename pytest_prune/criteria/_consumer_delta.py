@@ -45,6 +45,11 @@ from ..plan import PrunePlan
 from ._prefix_cache import ChannelMask, PrefixCache
 
 CHECK_TOLERANCE = 1e-4  # of max(1, |output|): rounding is ~1e-7, a wrong share is of the output's size
+# Candidates stacked per pass: the consumer outputs of one pass held to about 4 MB. After a late
+# consumer (an fc layer) a pass computes little and costs mostly its Python calls, so more
+# copies per pass pay; after an early one the stack stays at the scorer's own copies.
+STACK_ELEMENTS = 1 << 20
+MAX_COPIES = 64
 
 
 def eligible_consumer(model: nn.Module, group: ChannelGroup) -> GroupMember | None:
@@ -74,6 +79,7 @@ class ConsumerDelta:
         self.module = model.get_submodule(member.module)
         self.batches = list(batches)
         self.recorded = [self._record(x) for x in self.batches]
+        self._per_copy: int | None = None
 
     def _record(self, x: torch.Tensor) -> _Recorded:
         seen: list[torch.Tensor] = []
@@ -122,25 +128,54 @@ class ConsumerDelta:
         m = self.module
         return F.conv2d(part, weight, None, m.stride, m.padding, m.dilation)
 
+    def _shares(self, inputs: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+        """The shares of ``channels`` stacked, ``(len(channels), *output shape)``, in one call: a
+        grouped conv (one group per channel) or one product, not a call per candidate."""
+        index = [self.member.indices[c] for c in channels]
+        if len({len(p) for p in index}) != 1:
+            return torch.stack([self._share(inputs, c) for c in channels])
+        k, p, n, m = len(index), len(index[0]), inputs.shape[0], self.module
+        flat = torch.tensor(index, device=inputs.device).reshape(-1)
+        part, weight = inputs.index_select(1, flat), m.weight.index_select(1, flat)
+        out = weight.shape[0]
+        if isinstance(m, nn.Linear):
+            return torch.einsum("nkp,okp->kno", part.reshape(n, k, p), weight.reshape(out, k, p))
+        kernel = weight.reshape(out, k, p, *weight.shape[2:]).transpose(0, 1).reshape(k * out, p, *weight.shape[2:])
+        y = F.conv2d(part, kernel, None, m.stride, m.padding, m.dilation, groups=k)
+        return y.reshape(n, k, out, *y.shape[2:]).transpose(0, 1)
+
+    def copies(self, base: int) -> int:
+        """Candidates per pass: ``base``, or more while the stacked consumer output stays within
+        :data:`STACK_ELEMENTS` (a pass after a late consumer is mostly per-call overhead)."""
+        if self._per_copy is None:
+            self._per_copy = max(1, self._share(self.recorded[0].inputs, 0).numel())
+        return max(base, min(MAX_COPIES, STACK_ELEMENTS // self._per_copy))
+
     def run(self, i: int, chosen: Sequence[int | None]) -> Any:
         """The model on batch ``i`` stacked ``len(chosen)`` times, copy j without channel
         ``chosen[j]`` (None: none), from the consumer's stored output on."""
         record, x = self.recorded[i], self.batches[i]
-        n = x.shape[0]
-        shares = [None if c is None else self._share(record.inputs, c) for c in chosen]
+        n, k = x.shape[0], len(chosen)
+        scored = [j for j, c in enumerate(chosen) if c is not None]
+        shares = self._shares(record.inputs, [chosen[j] for j in scored]) if scored else None
 
         def subtract(module, inputs, output):  # the replayed output is a fresh copy: in place
-            for j, share in enumerate(shares):
-                if share is not None:
-                    output[j * n : (j + 1) * n] -= share
+            stacked = output.view(k, n, *output.shape[1:])
+            if len(scored) == k:
+                stacked -= shares
+            else:
+                stacked[scored] -= shares
             return output
 
-        handle = self.module.register_forward_hook(subtract)
+        handle = self.module.register_forward_hook(subtract) if scored else None
+        # the input's values are never read: everything up to the consumer is answered from the
+        # cache; its shape is (``x.flatten(1)``...). Anything that did read them would fail the check.
+        stacked = torch.empty((k * n, *x.shape[1:]), dtype=x.dtype, device=x.device)
         try:
-            k = len(chosen)
-            return record.prefix.run(x.repeat(k, *([1] * (x.dim() - 1))), k)
+            return record.prefix.run(stacked, k)
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
 
 
 class ConsumerDeltas:
