@@ -14,6 +14,7 @@ from ..allocations import BUDGET_ALLOCATION
 from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
 from ..plan import PrunePlan
 from ..sensitivity import SensitivityTable, plan_by_sensitivity
+from ..sensitivity.analysis import DEFAULT_FRACTIONS, DEFAULT_IMAGES
 from .budget import BUDGET_KINDS, Budget, PlanCost, plan_at_ratio, plan_for_budget
 from .targets import Target
 
@@ -68,12 +69,24 @@ class Planning:
         scores, table = self._sensitivity.get(criterion.name, (None, None))
         if scores is None:
             scores = criterion.scores(ctx)
+        if table is None:  # minutes on a deep network on a CPU: say what is running, and the way out
+            self._say(f"{criterion.name}: sensitivity analysis of {len(self.groups)} channel groups "
+                      f"(up to {1 + len(self.groups) * (1 + len(DEFAULT_FRACTIONS))} partial passes over up to "
+                      f"{DEFAULT_IMAGES} calibration images); --prune-allocation layerwise skips it")
         plan, table = plan_by_sensitivity(
             criterion, ctx, target, cost, recovery=self.settings.sensitivity_recovery,
             batches=self.calibration, scores=scores, table=table, round_to=self.settings.round_to,
         )
+        if criterion.name not in self._sensitivity:
+            self._say(f"{criterion.name}: sensitivity analysis done, {table.passes} passes on {table.images} "
+                      f"images in {table.seconds:.1f} s")
         self._sensitivity[criterion.name] = (scores, table)
         return plan, plan.count() / sum(g.size for g in self.groups)
+
+    def _say(self, message: str) -> None:
+        progress = getattr(self, "progress", None)  # the plugin connects pytest's terminal
+        if progress is not None:
+            progress(message)
 
     @property
     def sensitivity_tables(self) -> list[SensitivityTable]:

@@ -13,6 +13,10 @@ def test_the_sensitivity_allocation_runs_through_the_gates(pytester):
     baselines = pytester.path / "bl"
     written = pytester.runpytest(*COMMAND, f"--prune-baselines={baselines}", "--prune-update-baselines")
     written.assert_outcomes(passed=6)
+    # the analysis says what it costs before it runs (minutes on a deep net), and what it spent
+    written.stdout.re_match_lines([r"pytest-prune: l1: sensitivity analysis of 4 channel groups .*"
+                                   r"--prune-allocation layerwise skips it",
+                                   r"pytest-prune: l1: sensitivity analysis done, \d+ passes on \d+ images in .* s"])
     stored = json.loads((baselines / "lenet5" / "l1-macs0.5+lsq.json").read_text())
     assert stored["settings"]["allocation"] == "sensitivity"
     assert stored["settings"]["sensitivity_recovery"] == "none"
