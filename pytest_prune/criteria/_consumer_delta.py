@@ -52,6 +52,14 @@ STACK_ELEMENTS = 1 << 20
 MAX_COPIES = 64
 
 
+def stack_copies(prefix: PrefixCache, base: int) -> int:
+    """Candidates per pass of the exact path: ``base``, or more while the group's stored producer
+    outputs of one stacked pass stay within :data:`STACK_ELEMENTS`."""
+    stored = [e for entries in prefix.replay_plan.values() for e in entries if isinstance(e, torch.Tensor)]
+    per_copy = max((t.numel() for t in stored), default=0)
+    return base if per_copy == 0 else max(base, min(MAX_COPIES, STACK_ELEMENTS // per_copy))
+
+
 def eligible_consumer(model: nn.Module, group: ChannelGroup) -> GroupMember | None:
     """The group's one consumer, if it is a layer whose output is linear in each input channel."""
     consumers = group.consumers()

@@ -20,6 +20,10 @@ Three paths, each tested against the one before:
   its channel's share of it, so only what follows the consumer runs per candidate. Equal to the
   reference up to float rounding (same plans on the committed baselines and the benchmark).
 
+Unless ``copies`` is given, a pass stacks more candidates while its stored tensors stay small
+(up to 64: after a late group a pass is mostly call overhead); results are unchanged, since on a
+CPU a sample's result does not depend on its batch.
+
 Cost (CPU): a group in the last stage costs a small fraction of a full pass per candidate, one
 in the first stage nearly a full one under the prefix replay, less under the consumer delta;
 stacking copies pays on a GPU only.
@@ -39,7 +43,7 @@ from ..groups import ChannelGroup
 from ..masking import channels_masked
 from ..plan import ALLOCATIONS, Allocation, PrunePlan, removal_count
 from ._activations import calibration_subset, eval_mode
-from ._consumer_delta import ConsumerDeltas
+from ._consumer_delta import ConsumerDeltas, stack_copies
 from ._iterative import NestedGreedy, fingerprint, iterative_plan, shared_sequence, steps_for
 from ._prefix_cache import ChannelMask, PrefixCache
 from .base import Criterion, ScoringContext, Scores
@@ -117,6 +121,7 @@ class CarScorer:
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self.fast = fast
         self.copies = copies if copies is not None else default_copies(self.batches)
+        self._fixed_copies = copies is not None  # else cheap passes (a late group) stack more
         self._cache_key: tuple | None = None
         self._cache: list[PrefixCache] = []
         # delta=False: every candidate from its producers, bit for bit the reference's numbers
@@ -173,7 +178,7 @@ class CarScorer:
         output where :mod:`._consumer_delta` applies, else from the cached prefix."""
         delta = self._deltas.get(group, removed) if self._deltas is not None else None
         if delta is not None:
-            return self._tally(chosen, delta.run, delta.copies(self.copies))
+            return self._tally(chosen, delta.run, self.copies if self._fixed_copies else delta.copies(self.copies))
         prefixes = self._prefixes(group, removed)
         # replayed producers carry no weight masking: zero the group's removed channels too
         own = list(removed.remove.get(group.name, ()))
@@ -186,7 +191,7 @@ class CarScorer:
             finally:
                 mask.remove()
 
-        return self._tally(chosen, run, self.copies)
+        return self._tally(chosen, run, self.copies if self._fixed_copies else stack_copies(prefixes[0], self.copies))
 
     def _tally(self, chosen: Sequence[int | None], run, copies: int) -> list[tuple[int, float]]:
         """(correct, summed loss) per candidate; ``run(i, part)``: batch i, one copy per candidate."""

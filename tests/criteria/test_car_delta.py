@@ -112,3 +112,20 @@ def test_the_check_accepts_a_plain_relu_stack():
     scorer = CarScorer(model, groups, batches)
     scorer.index(candidates={conv1.name: [0, 1]})
     assert conv1.name not in scorer._deltas._exact and scorer._deltas._current is not None
+
+
+def test_the_exact_path_stays_bit_exact_with_as_many_copies_as_its_stack_allows(monkeypatch):
+    """Without ``copies``, cheap passes stack more candidates (up to 64): a sample's result does
+    not depend on its batch on a CPU, so the replay still equals the reference bit for bit."""
+    from pytest_prune.criteria import _consumer_delta as delta_module
+
+    monkeypatch.setattr(delta_module, "STACK_ELEMENTS", 1 << 30)  # every group at the 64-copy cap
+    model, groups, batches = _residual_net()
+    candidates = {g.name: list(range(g.size)) for g in groups}
+    scorer = CarScorer(model, groups, batches, delta=False)
+    stacked = scorer.index(candidates=candidates)
+    ref = car_index(model, groups, batches, fast=False, candidates=candidates)
+    assert delta_module.stack_copies(scorer._cache[0], scorer.copies) == delta_module.MAX_COPIES
+    for g in groups:
+        assert torch.equal(stacked.loss_increase[g.name], ref.loss_increase[g.name]), g.name
+        assert torch.equal(stacked.accuracy_drop[g.name], ref.accuracy_drop[g.name]), g.name
