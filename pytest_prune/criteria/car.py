@@ -20,13 +20,10 @@ Three paths, each tested against the one before:
   its channel's share of it, so only what follows the consumer runs per candidate. Equal to the
   reference up to float rounding (same plans on the committed baselines and the benchmark).
 
-Unless ``copies`` is given, a pass stacks more candidates while its stored tensors stay small
-(up to 64: after a late group a pass is mostly call overhead); results are unchanged, since on a
-CPU a sample's result does not depend on its batch.
-
-Cost (CPU): a group in the last stage costs a small fraction of a full pass per candidate, one
-in the first stage nearly a full one under the prefix replay, less under the consumer delta;
-stacking copies pays on a GPU only.
+Cost (CPU): a late group's candidate costs a small fraction of a full pass, an early one's nearly
+a full one under the prefix replay, less under the consumer delta. Unless ``copies`` is given, a
+pass stacks more candidates (up to 64) while its stored tensors stay small: after a late group a
+pass is mostly call overhead, and on a CPU a sample's result does not depend on its batch.
 """
 
 from __future__ import annotations
