@@ -42,22 +42,9 @@ from torch import nn
 
 from ..groups import ChannelGroup, GroupMember
 from ..plan import PrunePlan
-from ._prefix_cache import ChannelMask, PrefixCache
+from ._prefix_cache import ChannelMask, PrefixCache, copies_within
 
 CHECK_TOLERANCE = 1e-4  # of max(1, |output|): rounding is ~1e-7, a wrong share is of the output's size
-# Candidates stacked per pass: the consumer outputs of one pass held to about 4 MB. After a late
-# consumer (an fc layer) a pass computes little and costs mostly its Python calls, so more
-# copies per pass pay; after an early one the stack stays at the scorer's own copies.
-STACK_ELEMENTS = 1 << 20
-MAX_COPIES = 64
-
-
-def stack_copies(prefix: PrefixCache, base: int) -> int:
-    """Candidates per pass of the exact path: ``base``, or more while the group's stored producer
-    outputs of one stacked pass stay within :data:`STACK_ELEMENTS`."""
-    stored = [e for entries in prefix.replay_plan.values() for e in entries if isinstance(e, torch.Tensor)]
-    per_copy = max((t.numel() for t in stored), default=0)
-    return base if per_copy == 0 else max(base, min(MAX_COPIES, STACK_ELEMENTS // per_copy))
 
 
 def eligible_consumer(model: nn.Module, group: ChannelGroup) -> GroupMember | None:
@@ -128,19 +115,13 @@ class ConsumerDelta:
 
     def _share(self, inputs: torch.Tensor, channel: int) -> torch.Tensor:
         """``W[:, P_c] ⊛ x[:, P_c]``: what channel ``channel`` adds to the consumer's output."""
-        positions = torch.tensor(self.member.indices[channel], device=inputs.device)
-        weight = self.module.weight.index_select(1, positions)
-        part = inputs.index_select(1, positions)
-        if isinstance(self.module, nn.Linear):
-            return F.linear(part, weight)
-        m = self.module
-        return F.conv2d(part, weight, None, m.stride, m.padding, m.dilation)
+        return self._shares(inputs, [channel])[0]
 
     def _shares(self, inputs: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
         """The shares of ``channels`` stacked, ``(len(channels), *output shape)``, in one call: a
         grouped conv (one group per channel) or one product, not a call per candidate."""
         index = [self.member.indices[c] for c in channels]
-        if len({len(p) for p in index}) != 1:
+        if len({len(p) for p in index}) != 1:  # channels of unequal widths: one call each
             return torch.stack([self._share(inputs, c) for c in channels])
         k, p, n, m = len(index), len(index[0]), inputs.shape[0], self.module
         flat = torch.tensor(index, device=inputs.device).reshape(-1)
@@ -156,8 +137,8 @@ class ConsumerDelta:
         """Candidates per pass: ``base``, or more while the stacked consumer output stays within
         :data:`STACK_ELEMENTS` (a pass after a late consumer is mostly per-call overhead)."""
         if self._per_copy is None:
-            self._per_copy = max(1, self._share(self.recorded[0].inputs, 0).numel())
-        return max(base, min(MAX_COPIES, STACK_ELEMENTS // self._per_copy))
+            self._per_copy = self._share(self.recorded[0].inputs, 0).numel()
+        return copies_within(self._per_copy, base)
 
     def run(self, i: int, chosen: Sequence[int | None]) -> Any:
         """The model on batch ``i`` stacked ``len(chosen)`` times, copy j without channel

@@ -45,6 +45,26 @@ from ..errors import TraceError
 from ..groups import ChannelGroup
 
 
+# Candidates stacked per pass: the stored tensors of one pass held to about 4 MB. After a late
+# group (an fc layer) a pass computes little and costs mostly its Python calls, so more copies
+# per pass pay; after an early one the stack stays at the scorer's own copies.
+STACK_ELEMENTS = 1 << 20
+MAX_COPIES = 64
+
+
+def stack_copies(prefix: "PrefixCache", base: int) -> int:
+    """Candidates per pass over ``prefix``: ``base``, or more while its stored outputs of one
+    stacked pass stay within :data:`STACK_ELEMENTS`."""
+    stored = [e for entries in prefix.replay_plan.values() for e in entries if isinstance(e, torch.Tensor)]
+    return copies_within(max((t.numel() for t in stored), default=0), base)
+
+
+def copies_within(per_copy: int, base: int) -> int:
+    """``base``, or as many copies of ``per_copy`` elements as :data:`STACK_ELEMENTS` holds (at
+    most :data:`MAX_COPIES`); ``per_copy`` 0 (nothing stored): ``base``."""
+    return base if per_copy <= 0 else max(base, min(MAX_COPIES, STACK_ELEMENTS // per_copy))
+
+
 class _CutReached(Exception):
     """Raised by the pre-hook of the first cut module: the prefix is recorded, stop the pass."""
 

@@ -40,9 +40,9 @@ from ..groups import ChannelGroup
 from ..masking import channels_masked
 from ..plan import ALLOCATIONS, Allocation, PrunePlan, removal_count
 from ._activations import calibration_subset, eval_mode
-from ._consumer_delta import ConsumerDeltas, stack_copies
+from ._consumer_delta import ConsumerDeltas
 from ._iterative import NestedGreedy, fingerprint, iterative_plan, shared_sequence, steps_for
-from ._prefix_cache import ChannelMask, PrefixCache
+from ._prefix_cache import ChannelMask, PrefixCache, stack_copies
 from .base import Criterion, ScoringContext, Scores
 from .registry import register
 

@@ -213,12 +213,11 @@ def backend_latency(
             raise
         chosen = "eager"
         timing = backend_speedup(dense, compressed, latency_input, chosen, repeats=repeats)
-    backend = chosen
     return {
         "latency_dense_ms": timing.dense.median_ms,
         "latency_pruned_ms": timing.pruned.median_ms,
         "latency_dense_iqr_ms": timing.dense.iqr_ms,
         "latency_pruned_iqr_ms": timing.pruned.iqr_ms,
-        "latency_backend": backend,
+        "latency_backend": chosen,
         "speedup": timing.speedup,
     }

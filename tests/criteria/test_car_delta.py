@@ -117,7 +117,7 @@ def test_the_check_accepts_a_plain_relu_stack():
 def test_the_exact_path_stays_bit_exact_with_as_many_copies_as_its_stack_allows(monkeypatch):
     """Without ``copies``, cheap passes stack more candidates (up to 64): a sample's result does
     not depend on its batch on a CPU, so the replay still equals the reference bit for bit."""
-    from pytest_prune.criteria import _consumer_delta as delta_module
+    from pytest_prune.criteria import _prefix_cache as delta_module
 
     monkeypatch.setattr(delta_module, "STACK_ELEMENTS", 1 << 30)  # every group at the 64-copy cap
     model, groups, batches = _residual_net()
