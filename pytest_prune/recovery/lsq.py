@@ -26,6 +26,12 @@ weight inputs, so λ is ``ridge`` times the mean eigenvalue of XᵀX). Spatial p
 ``positions`` per image without replacement (all of them if the map is smaller), from a generator
 seeded with the run's seed, so the same seed gives bitwise the same weights.
 
+A layer that ends a residual branch (its output, through an eval-mode BatchNorm or directly, is
+one operand of an add) is fit to its dense output *plus* the other operand's error, so that the
+sum, not the branch, matches the dense network (He et al. 2017, section 4.3; :mod:`.lsq_residual`,
+on by default, ``residual=False`` for the plain targets). The pruned pass then runs on a
+``torch.fx`` trace; a model fx cannot trace keeps the plain targets, with the reason in the report.
+
 The rows, the sampling, the dense capture and the normal equations live in :mod:`.lsq_capture`,
 shared with the ``recon`` criterion (which chooses the channels this fit absorbs best) and the
 sensitivity analysis's refit, so all three fit exactly the same problem.
@@ -52,6 +58,7 @@ forward pass over the same images; peak memory about 0.5 GB above the models and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -74,7 +81,13 @@ from .lsq_capture import (  # noqa: F401  (the rows, positions and widths are re
     sample_positions,
     squared_error,
 )
+from .lsq_residual import DenseAddCapture, PrunedTailRefit, Tail, find_tails, trace
 from .registry import register
+
+
+def dense_key(tail: Tail | None) -> tuple | None:
+    """What must agree between a tail of the dense trace and of the pruned one."""
+    return None if tail is None else (tail.add, tail.operand, tail.affine)
 
 
 def removed_outputs(ctx: RecoveryContext) -> dict[str, set[int]] | None:
@@ -116,10 +129,13 @@ class LeastSquaresReconstruction(RecoveryStep):
     DEFAULT_IMAGES = 1024
     DENSE_BATCH = 128
 
-    def __init__(self, images: int | None = None, *, positions: int = 16, ridge: float = 1e-4):
+    def __init__(
+        self, images: int | None = None, *, positions: int = 16, ridge: float = 1e-4, residual: bool = True
+    ):
         self.images = images or self.DEFAULT_IMAGES
         self.positions = positions
         self.ridge = ridge
+        self.residual = residual  # a branch's last layer also absorbs the shortcut's error (lsq_residual)
 
     @property
     def spec(self) -> str:
@@ -191,10 +207,11 @@ class LeastSquaresReconstruction(RecoveryStep):
 
         with modes_kept(ctx.dense, ctx.model), torch.no_grad():
             ctx.dense.eval()
-            self.dense_pass(ctx.dense, fits, batches, images, generator)
-            fits = self.check_calls(fits, len(batches), report)
             ctx.model.eval()
-            self.pruned_pass(ctx.model, fits, torch.cat(batches), report)
+            dense_run, pruned_run = self.residual_runs(ctx, fits, report)
+            self.dense_pass(dense_run, fits, batches, images, generator)
+            fits = self.check_calls(fits, len(batches), report)
+            pruned_run(fits, torch.cat(batches), report)
 
         refit = [f for f in fits if f.fitted]
         for f in fits:
@@ -206,9 +223,41 @@ class LeastSquaresReconstruction(RecoveryStep):
         )
         return report
 
+    def residual_runs(self, ctx: RecoveryContext, fits: list[LayerFit], report: StepReport):
+        """How the two passes run: plainly, or on fx traces that correct the residual tails'
+        targets (:mod:`.lsq_residual`) when ``residual`` is on and both models trace alike."""
+        plain = (ctx.dense, lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report))
+        if not self.residual:
+            return plain
+        (dense_gm, why), (pruned_gm, why_pruned) = trace(ctx.dense), trace(ctx.model)
+        if dense_gm is None or pruned_gm is None:
+            report.notes.append(f"residual correction off: {why or why_pruned}")
+            return plain
+        names = {f.name for f in fits}
+        dense_tails, tails = find_tails(dense_gm, names), find_tails(pruned_gm, names)
+        tails = {k: t for k, t in tails.items() if (t.add, t.operand, t.affine) == dense_key(dense_tails.get(k))}
+        if not tails:
+            return plain
+        report.notes.append(
+            f"{len(tails)} layers end a residual branch: their targets include the other operand's "
+            "error (He et al. 2017, section 4.3)"
+        )
+        by_name = {f.name: f for f in fits}
+        seen = [0]
+
+        def dense_run(x: torch.Tensor) -> torch.Tensor:
+            out = DenseAddCapture(dense_gm, tails, by_name, lambda: seen[0]).run(x)
+            seen[0] += len(x)
+            return out
+
+        def pruned_run(kept: list[LayerFit], x: torch.Tensor, report: StepReport) -> None:
+            self.pruned_pass(pruned_gm, kept, x, report, {k: t for k, t in tails.items() if k in {f.name for f in kept}})
+
+        return dense_run, pruned_run
+
     def dense_pass(
         self,
-        dense: nn.Module,
+        dense: Callable[[torch.Tensor], torch.Tensor],
         fits: list[LayerFit],
         batches: list[torch.Tensor],
         images: int,
@@ -232,34 +281,54 @@ class LeastSquaresReconstruction(RecoveryStep):
                 )
         return kept
 
-    def pruned_pass(self, model: nn.Module, fits: list[LayerFit], x: torch.Tensor, report: StepReport) -> None:
-        """One forward of all images; each layer is refit just before it runs."""
+    def pruned_pass(
+        self, model: nn.Module, fits: list[LayerFit], x: torch.Tensor, report: StepReport,
+        tails: dict[str, Tail] | None = None,
+    ) -> None:
+        """One forward of all images; each layer is refit just before it runs, a residual tail
+        (``model`` is then its fx trace) when its add is reached."""
+        tails = tails or {}
+        inputs: dict[str, torch.Tensor] = {}
 
-        def refit(fit: LayerFit, _module: nn.Module, args: tuple) -> None:
+        def refit(fit: LayerFit, x: torch.Tensor, correction: torch.Tensor | None = None) -> bool:
+            reason = self.fit(fit, x, report, correction)
+            fit.fitted = reason is None
+            if reason is not None:
+                report.skipped[fit.name] = reason
+            return fit.fitted
+
+        def arrive(fit: LayerFit, args: tuple) -> None:
             if fit.reached:
                 return
             fit.reached = True
-            reason = self.fit(fit, args[0], report)
-            if reason is None:
-                fit.fitted = True
+            if fit.name in tails:
+                inputs[fit.name] = args[0]  # refit where its add is reached (PrunedTailRefit)
             else:
-                report.skipped[fit.name] = reason
+                refit(fit, args[0])
 
-        hooks = [f.pruned.register_forward_pre_hook(lambda m, a, f=f: refit(f, m, a)) for f in fits]
+        hooks = [f.pruned.register_forward_pre_hook(lambda m, a, f=f: arrive(f, a)) for f in fits]
         try:
-            model(x)
+            PrunedTailRefit(model, tails, {f.name: f for f in fits}, inputs, refit).run(x) if tails else model(x)
         finally:
             for hook in hooks:
                 hook.remove()
+        for fit in fits:  # a tail whose add never ran: refit to its plain target
+            if fit.name in inputs:
+                refit(fit, inputs.pop(fit.name))
 
     # -- one layer ------------------------------------------------------------------------------
-    def fit(self, fit: LayerFit, x: torch.Tensor, report: StepReport) -> str | None:
-        """Solve for the layer's weight (and bias) and write them; a reason if it cannot."""
+    def fit(
+        self, fit: LayerFit, x: torch.Tensor, report: StepReport, correction: torch.Tensor | None = None
+    ) -> str | None:
+        """Solve for the layer's weight (and bias) and write them; a reason if it cannot.
+        ``correction`` is added to the dense targets (a residual tail's, :mod:`.lsq_residual`)."""
         layer = fit.pruned
         assert fit.positions is not None and layer is not None
         has_bias = layer.bias is not None
         y = torch.cat(fit.targets).double()
         fit.targets.clear()
+        if correction is not None:
+            y = y + correction
         if input_positions(layer, x) != fit.available:
             return (
                 f"its input gives {input_positions(layer, x)} positions per image but the dense output "
