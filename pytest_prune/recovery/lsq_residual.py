@@ -16,8 +16,9 @@ the pruned network as refit so far. When the shortcut is exact the correction is
 is the plain one. On ``cifar-resnet56`` at macs:0.45 (``recon`` global) this raised top-1 after
 ``lsq`` from 87.66 % to 88.73 % (see docs/results.md for the benchmark).
 
-Where: a refit layer whose only user is (an eval-mode BatchNorm whose only user is) a binary add
-(``+``, ``+=``, ``torch.add`` without ``alpha``), found on a ``torch.fx`` trace that keeps every
+Where: a refit layer whose output reaches one operand of a binary add (``+``, ``+=``, ``torch.add``
+without ``alpha``; both operands of one shape) through single-user modules that are, in eval mode,
+at most one BatchNorm and identities (dropout), found on a ``torch.fx`` trace that keeps every
 module without children whole. The pruned pass then runs the traced graph node by node: such a
 layer runs with its old weights, and when the add is reached — both operands known, whatever order
 the forward computes them in — it is refit to the corrected target, recomputed, and the add uses the
@@ -36,6 +37,8 @@ from torch import fx, nn
 from .lsq_capture import channels_first, gather_positions
 
 ADDS = {operator.add, operator.iadd, torch.add}
+# identities in eval mode, which the pruned and dense passes run in (a transformer's MLP ends in one)
+PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
 
 
 class WholeLeafTracer(fx.Tracer):
@@ -91,8 +94,13 @@ def find_tails(gm: fx.GraphModule, layers: set[str]) -> dict[str, Tail]:
             continue  # a layer run twice is not refit at all (lsq skips it)
         end, affine = nodes[0], None
         user = _only_user(end)
-        if user is not None and user.op == "call_module" and isinstance(modules[user.target], nn.modules.batchnorm._BatchNorm):
-            end, affine, user = user, user.target, _only_user(user)
+        while user is not None and user.op == "call_module":  # eval-mode pass-throughs and one BatchNorm
+            module = modules[user.target]
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and affine is None:
+                affine = user.target
+            elif not isinstance(module, PASS_THROUGH):
+                break
+            end, user = user, _only_user(user)
         if user is not None and _is_binary_add(user) and user.args[0] is not user.args[1]:
             tails[name] = Tail(name, affine, user.name, user.args.index(end))
     return tails
@@ -119,7 +127,7 @@ class DenseAddCapture(fx.Interpreter):
         for tail in self.by_add.get(n.name, ()):
             args, _ = self.fetch_args_kwargs_from_env(n)
             fit = self.fits[tail.layer]
-            if fit.positions is not None:
+            if fit.positions is not None and args[0].shape == args[1].shape:  # not a broadcast add
                 other = channels_first(fit.dense, args[1 - tail.operand])
                 positions = fit.positions[self.offset() : self.offset() + len(other)]
                 sampled = gather_positions(other, positions)
@@ -154,10 +162,13 @@ class PrunedTailRefit(fx.Interpreter):
         fit, x = self.fits[tail.layer], self.inputs.pop(tail.layer)
         layer = self.modules[tail.layer]
         affine = self.modules[tail.affine] if tail.affine else None
-        sampled = gather_positions(channels_first(layer, other), fit.positions).double()
-        dense = torch.cat(tail.dense_other)
+        correction = None
+        if other.shape == value.shape and tail.dense_other:  # else: a broadcast add, the plain target
+            sampled = gather_positions(channels_first(layer, other), fit.positions).double()
+            dense = torch.cat(tail.dense_other)
+            if dense.shape == sampled.shape:
+                correction = (dense - sampled) / affine_scale(affine, sampled.shape[1], sampled)
         tail.dense_other.clear()
-        correction = (dense - sampled) / affine_scale(affine, sampled.shape[1], sampled)
         if not self.refit(fit, x, correction):
             return value
         value = layer(x)

@@ -86,3 +86,50 @@ def test_a_model_fx_cannot_trace_keeps_the_plain_targets_and_says_why():
     corrected = _recover(dense, pruned, data, residual=True, groups=groups, plan=plan)
     assert torch.equal(plain.model.t.weight, corrected.model.t.weight)
     assert any(n.startswith("residual correction off: torch.fx cannot trace") for n in corrected.steps[0].notes)
+
+
+class DropoutBeforeTheAdd(TwoBranches):
+    """A transformer-style branch end: the BatchNorm's output goes through dropout (eval: identity)."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        shortcut = self.b(self.a(x))
+        return self.drop(self.bn(self.t(self.c(x)))) + shortcut
+
+
+class BroadcastAdd(TwoBranches):
+    """The branch ends in an add of a per-channel constant: no other branch's error to absorb."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Parameter(torch.ones(1, 4, 1, 1))
+
+    def forward(self, x):
+        return self.bn(self.t(self.c(x))) + self.offset + self.b(self.a(x))
+
+
+def _both(model_class):
+    torch.manual_seed(0)
+    dense = randomise_bn(model_class()).eval()
+    pruned = hand_prune(dense, CHAINS)
+    groups, plan = hand_groups(CHAINS, {chain: 8 for chain in CHAINS})
+    data = tiny_bundle(shape=(4, 4, 4), calibration=200)
+    plain, corrected = (_recover(dense, pruned, data, r, groups, plan) for r in (False, True))
+    return dense, plain, corrected
+
+
+def test_dropout_between_the_branch_end_and_the_add_is_passed_through():
+    dense, plain, corrected = _both(DropoutBeforeTheAdd)
+    x = torch.randn(64, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert _relative_error(dense, corrected.model, x) < 5e-3 < 0.1 < _relative_error(dense, plain.model, x)
+
+
+def test_a_broadcast_add_keeps_the_plain_target():
+    _, plain, corrected = _both(BroadcastAdd)
+    # t's add is with a (1, 4, 1, 1) constant: t keeps its plain target; b ends the outer add, whose
+    # other operand (t's branch plus the constant) t cannot change, and is corrected for it
+    assert torch.equal(plain.model.t.weight, corrected.model.t.weight)
+    assert not torch.allclose(plain.model.b.weight, corrected.model.b.weight, atol=1e-4)
