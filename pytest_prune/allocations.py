@@ -19,7 +19,8 @@ SCORE_ALLOCATIONS: tuple[str, ...] = ("layerwise", "global")
 # then a greedy split): on cifar-resnet56 at macs:0.59, ``l1`` kept 75.6 % one-shot that way and
 # 14.2 % with every group losing the same fraction (docs/results.md, "Allocation by sensitivity").
 # A criterion ranked across groups by its own paper keeps ``global``, where its scores are
-# comparable: ``recon`` global beat ``recon`` by sensitivity by 2.7 and 3.5 points on ResNet-56
+# comparable, and costs no analysis: ``recon`` global and ``recon`` by sensitivity were within a
+# point of each other after ``lsq:2048`` on ResNet-20 and -56, neither ahead on both
 # (benchmarks/allocation.py). A plain channel fraction keeps the criterion's natural allocation.
 BUDGET_ALLOCATION = "sensitivity"
 
