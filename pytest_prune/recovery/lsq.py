@@ -85,11 +85,6 @@ from .lsq_residual import DenseAddCapture, PrunedTailRefit, Tail, find_tails, tr
 from .registry import register
 
 
-def dense_key(tail: Tail | None) -> tuple | None:
-    """What must agree between a tail of the dense trace and of the pruned one."""
-    return None if tail is None else (tail.add, tail.operand, tail.affine)
-
-
 def removed_outputs(ctx: RecoveryContext) -> dict[str, set[int]] | None:
     """Module name → indices of its dense output channels that surgery removed (None: unknown)."""
     if ctx.groups is None or ctx.plan is None:
@@ -235,7 +230,7 @@ class LeastSquaresReconstruction(RecoveryStep):
             return plain
         names = {f.name for f in fits}
         dense_tails, tails = find_tails(dense_gm, names), find_tails(pruned_gm, names)
-        tails = {k: t for k, t in tails.items() if (t.add, t.operand, t.affine) == dense_key(dense_tails.get(k))}
+        tails = {k: t for k, t in tails.items() if k in dense_tails and dense_tails[k].where == t.where}
         if not tails:
             return plain
         report.notes.append(

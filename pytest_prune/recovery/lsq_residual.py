@@ -68,6 +68,11 @@ class Tail:
     operand: int  # which argument of the add the tail gives
     dense_other: list[torch.Tensor] = field(default_factory=list)  # the other operand, sampled, per batch
 
+    @property
+    def where(self) -> tuple:
+        """What must agree between the dense trace's tail and the pruned one's."""
+        return self.add, self.operand, self.affine
+
 
 def _only_user(node: fx.Node) -> fx.Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
