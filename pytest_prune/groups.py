@@ -111,5 +111,12 @@ def is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
 
 
+def batchnorm_scale(bn: nn.Module) -> torch.Tensor:
+    """γ/σ per channel of an eval-mode BatchNorm (1/σ without affine weights), in float64: the
+    factor by which it multiplies what it reads."""
+    scale = 1.0 / torch.sqrt(bn.running_var.detach().double() + bn.eps)
+    return scale * bn.weight.detach().double() if bn.affine else scale
+
+
 def is_conv_or_linear(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.conv._ConvNd, nn.Linear))

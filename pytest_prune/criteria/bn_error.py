@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..devices import model_device
-from ..groups import ChannelGroup, is_batchnorm, is_conv_or_linear, member_weight_slices
+from ..groups import ChannelGroup, batchnorm_scale, is_batchnorm, is_conv_or_linear, member_weight_slices
 from ..plan import rank_keys
 from ._activations import CallTrace, chain_ends, example_of, first_reader, trace_calls
 from .base import Criterion, ScoringContext, Scores
@@ -104,10 +104,7 @@ def output_scale(model: nn.Module, trace: CallTrace, consumer: str, width: int) 
     bn = next_batchnorm(model, trace, consumer)
     if bn is None:
         return torch.ones(width, dtype=torch.float64, device=model_device(model))
-    scale = 1.0 / torch.sqrt(bn.running_var.detach().double() + bn.eps)
-    if bn.affine:
-        scale = scale * bn.weight.detach().double()
-    return scale
+    return batchnorm_scale(bn)
 
 
 def error_gram(model: nn.Module, group: ChannelGroup, trace: CallTrace, rectify: bool = True) -> torch.Tensor:

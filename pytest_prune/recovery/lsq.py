@@ -246,7 +246,9 @@ class LeastSquaresReconstruction(RecoveryStep):
             return out
 
         def pruned_run(kept: list[LayerFit], x: torch.Tensor, report: StepReport) -> None:
-            self.pruned_pass(pruned_gm, kept, x, report, {k: t for k, t in tails.items() if k in {f.name for f in kept}})
+            names = {f.name for f in kept}  # check_calls may have dropped some; tails keep graph order
+            kept_tails = {k: t for k, t in tails.items() if k in names}
+            self.pruned_pass(pruned_gm, kept, x, report, kept_tails)
 
         return dense_run, pruned_run
 

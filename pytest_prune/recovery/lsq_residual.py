@@ -34,6 +34,7 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
+from ..groups import batchnorm_scale
 from .lsq_capture import channels_first, gather_positions
 
 ADDS = {operator.add, operator.iadd, torch.add}
@@ -112,11 +113,10 @@ def find_tails(gm: fx.GraphModule, layers: set[str]) -> dict[str, Tail]:
 
 
 def affine_scale(module: nn.Module | None, width: int, like: torch.Tensor) -> torch.Tensor:
-    """The per-channel factor ``a`` of an eval-mode BatchNorm (ones without one), in float64."""
+    """The per-channel factor ``a`` of the eval-mode BatchNorm (ones without one), in float64."""
     if module is None:
         return torch.ones(width, dtype=torch.float64, device=like.device)
-    scale = 1.0 / torch.sqrt(module.running_var.double() + module.eps)
-    return scale * module.weight.double() if module.weight is not None else scale
+    return batchnorm_scale(module)
 
 
 class DenseAddCapture(fx.Interpreter):
@@ -129,8 +129,9 @@ class DenseAddCapture(fx.Interpreter):
         self.fits, self.offset = fits, offset
 
     def run_node(self, n: fx.Node):
-        for tail in self.by_add.get(n.name, ()):
-            args, _ = self.fetch_args_kwargs_from_env(n)
+        tails = self.by_add.get(n.name, ())
+        args = self.fetch_args_kwargs_from_env(n)[0] if tails else ()
+        for tail in tails:
             fit = self.fits[tail.layer]
             if fit.positions is not None and args[0].shape == args[1].shape:  # not a broadcast add
                 other = channels_first(fit.dense, args[1 - tail.operand])

@@ -42,16 +42,19 @@ def _relative_error(dense: nn.Module, model: nn.Module, x: torch.Tensor) -> floa
         return float((model(x) - want).norm() / want.norm())
 
 
-def test_the_last_layer_of_a_branch_absorbs_the_shortcuts_error():
+def _both(model_class):
     torch.manual_seed(0)
-    dense = randomise_bn(TwoBranches()).eval()
+    dense = randomise_bn(model_class()).eval()
     pruned = hand_prune(dense, CHAINS)
     groups, plan = hand_groups(CHAINS, {chain: 8 for chain in CHAINS})
     data = tiny_bundle(shape=(4, 4, 4), calibration=200)
-    x = torch.randn(64, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # not the calibration images
+    plain, corrected = (_recover(dense, pruned, data, r, groups, plan) for r in (False, True))
+    return dense, plain, corrected
 
-    plain = _recover(dense, pruned, data, residual=False, groups=groups, plan=plan)
-    corrected = _recover(dense, pruned, data, residual=True, groups=groups, plan=plan)
+
+def test_the_last_layer_of_a_branch_absorbs_the_shortcuts_error():
+    dense, plain, corrected = _both(TwoBranches)
+    x = torch.randn(64, 4, 4, 4, generator=torch.Generator().manual_seed(1))  # not the calibration images
 
     assert _relative_error(dense, plain.model, x) > 0.1  # b cannot rebuild its output from 2 channels
     assert _relative_error(dense, corrected.model, x) < 5e-3  # t took the rest: the sum is the dense one
@@ -77,13 +80,7 @@ class Untraceable(TwoBranches):
 
 
 def test_a_model_fx_cannot_trace_keeps_the_plain_targets_and_says_why():
-    torch.manual_seed(0)
-    dense = randomise_bn(Untraceable()).eval()
-    pruned = hand_prune(dense, CHAINS)
-    groups, plan = hand_groups(CHAINS, {chain: 8 for chain in CHAINS})
-    data = tiny_bundle(shape=(4, 4, 4), calibration=200)
-    plain = _recover(dense, pruned, data, residual=False, groups=groups, plan=plan)
-    corrected = _recover(dense, pruned, data, residual=True, groups=groups, plan=plan)
+    _, plain, corrected = _both(Untraceable)
     assert torch.equal(plain.model.t.weight, corrected.model.t.weight)
     assert any(n.startswith("residual correction off: torch.fx cannot trace") for n in corrected.steps[0].notes)
 
@@ -109,16 +106,6 @@ class BroadcastAdd(TwoBranches):
 
     def forward(self, x):
         return self.bn(self.t(self.c(x))) + self.offset + self.b(self.a(x))
-
-
-def _both(model_class):
-    torch.manual_seed(0)
-    dense = randomise_bn(model_class()).eval()
-    pruned = hand_prune(dense, CHAINS)
-    groups, plan = hand_groups(CHAINS, {chain: 8 for chain in CHAINS})
-    data = tiny_bundle(shape=(4, 4, 4), calibration=200)
-    plain, corrected = (_recover(dense, pruned, data, r, groups, plan) for r in (False, True))
-    return dense, plain, corrected
 
 
 def test_dropout_between_the_branch_end_and_the_add_is_passed_through():
