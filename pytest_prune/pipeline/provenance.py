@@ -13,9 +13,12 @@ the plan, the compressed weights for the same plan, the per-layer counts — or 
 leaves a numerical difference in evaluation (another CPU's rounding, a changed kernel).
 
 Digests are SHA-256 over raw tensor bytes, shortened to 16 hex digits: bit-exact by design. A
-tensor that a loader computes with a reduction (a mean, a sum) may differ in its last bit between
-CPUs, and then so does its digest; the built-in data sets compute their normalisation with
-exactly rounded sums (:func:`math.fsum`) for that reason.
+tensor that a loader computes with a reduction (a mean, a sum), or draws with ``torch.randn``, may
+differ in its last bits between CPUs, and then so does its digest; the built-in data sets compute
+their normalisation with exactly rounded sums (:func:`math.fsum`) for that reason. So the dense
+model and each split also record a fingerprint (:mod:`.fingerprint`), and a moved digest counts as
+a change only when the fingerprints differ too (or the baseline has none): a user's seeded
+``torch.randn`` data or default-initialised model is the same on every CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..groups import ChannelGroup
 from ..measure import ModelCount
 from ..plan import PrunePlan
+from .fingerprint import Fingerprint, fingerprints_match
 
 DIGEST_LENGTH = 16  # hex digits kept: 64 bits, ample to tell versions of one model apart
 POSITIONS_KEPT = 2048  # a plan records its removed positions while it removes at most this many
@@ -57,12 +61,21 @@ def state_dict_digest(model: nn.Module) -> str:
 def dataset_digest(data: Dataset | Iterable, batch_size: int = DIGEST_BATCH_SIZE) -> str:
     """Digest of a split's images and labels, in order (a dataset or an iterable of batches, which
     must then be of ``DIGEST_BATCH_SIZE`` to match the digests of the same data as a dataset)."""
+    return split_identity(data, batch_size)[0]
+
+
+def split_identity(data: Dataset | Iterable, batch_size: int = DIGEST_BATCH_SIZE) -> tuple[str, dict[str, Any]]:
+    """A split's digest (bit-exact) and fingerprint (:mod:`.fingerprint`: equal up to rounding),
+    from one pass over its batches (a streamed loader is read once)."""
     batches = DataLoader(data, batch_size=batch_size) if isinstance(data, Dataset) else data
-    hasher = hashlib.sha256()
+    hasher, fingerprint = hashlib.sha256(), Fingerprint()
     for images, labels in batches:
-        _add_tensor(hasher, torch.as_tensor(images))
-        _add_tensor(hasher, torch.as_tensor(labels))
-    return hasher.hexdigest()[:DIGEST_LENGTH]
+        images, labels = torch.as_tensor(images), torch.as_tensor(labels)
+        _add_tensor(hasher, images)
+        _add_tensor(hasher, labels)
+        fingerprint.add(images, "images")
+        fingerprint.add(labels, "labels")
+    return hasher.hexdigest()[:DIGEST_LENGTH], fingerprint.record()
 
 
 def positions_digest(positions: Sequence[int]) -> str:
@@ -100,6 +113,8 @@ def dense_model_change(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
     old, new = stored.get("dense_model", {}), current.get("dense_model", {})
     if not old or old.get("digest") == new.get("digest"):
         return None
+    if fingerprints_match(old.get("fingerprint"), new.get("fingerprint")):
+        return None  # the same weights up to another CPU's rounding (a seeded default init)
     return (
         f"the dense model (state-dict digest {old.get('digest')} → {new.get('digest')}, "
         f"top-1 {_pct(old.get('top1'))} → {_pct(new.get('top1'))}; weights "
@@ -110,12 +125,30 @@ def dense_model_change(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
 def data_change(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """Which splits now hold other images or labels than the baseline's, else ``None``."""
     old, new = stored.get("data", {}), current.get("data", {})
+    before, after = old.get("fingerprints", {}), new.get("fingerprints", {})
     moved = [
         f"{split} digest {old[split]} → {new.get(split)}"
         for split in ("evaluation", "calibration")
         if split in old and old[split] != new.get(split)
+        and not fingerprints_match(before.get(split), after.get(split))  # not just rounding
     ]
     return "; ".join(moved) or None
+
+
+def rounding_only(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """What differs from the baseline only in its last bits (digests moved, fingerprints match)."""
+    parts = []
+    old, new = stored.get("dense_model", {}), current.get("dense_model", {})
+    if old.get("digest") not in (None, new.get("digest")) and dense_model_change(stored, current) is None:
+        parts.append("the dense model's weights")
+    old, new = stored.get("data", {}), current.get("data", {})
+    for split in ("evaluation", "calibration"):
+        if old.get(split) not in (None, new.get(split)) and data_change(
+            {"data": {split: old[split], "fingerprints": old.get("fingerprints", {})}},
+            {"data": {split: new.get(split), "fingerprints": new.get("fingerprints", {})}},
+        ) is None:
+            parts.append(f"the {split} data")
+    return parts
 
 
 def plan_change(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -169,5 +202,10 @@ def explain_changes(stored: Mapping[str, Any] | None, current: Mapping[str, Any]
     if old_c and new_c and old_c != new_c:
         return (f"same dense model, data and plan, but other compressed weights (digest {old_c} → "
                 f"{new_c}): the surgery or the recovery now computes something else from the same plan")
+    rounded = rounding_only(stored, current)
+    if rounded:
+        return (f"nothing recorded changed beyond rounding ({' and '.join(rounded)} differ from the "
+                "baseline's in their last bits only, as another CPU's kernels make them; same plan): a "
+                "numerical difference (another CPU's rounding or a changed kernel)")
     return ("nothing recorded changed (same dense model, data, plan and compressed weights): a "
             "numerical difference in evaluation (another CPU's rounding or a changed kernel)")

@@ -42,7 +42,8 @@ from ..surgery import find_channel_groups, prune_model
 from .inspection import FirstLayerColour, attribution_look, colour_look, first_layer_colour
 from .methods import get_method, is_ratio_free
 from .planning import Planning
-from .provenance import DIGEST_BATCH_SIZE, dataset_digest, layer_counts, plan_record, state_dict_digest
+from .fingerprint import state_dict_fingerprint
+from .provenance import DIGEST_BATCH_SIZE, layer_counts, plan_record, split_identity, state_dict_digest
 from .results import MethodResult, OneShot
 from .settings import RunSettings
 from .targets import Target, candidate_id, method_id, parse_target, target_label
@@ -201,17 +202,19 @@ class PruneRun(Planning):
         """The dense model's digest, top-1 and weights file (a new release changes all three)."""
         return {
             "digest": state_dict_digest(self.info.model),
+            "fingerprint": state_dict_fingerprint(self.info.model),  # equal up to another CPU's rounding
             "top1": self.dense_top1,
             "weights": Path(self.info.weights).name if self.info.weights else None,
         }
 
     @cached_property
     def data_provenance(self) -> dict[str, Any]:
-        """Digests of the evaluation and calibration splits (images and labels)."""
-        return {
-            "evaluation": dataset_digest(self.data.loader("evaluation", DIGEST_BATCH_SIZE)),
-            "calibration": dataset_digest(self.data.loader("calibration", DIGEST_BATCH_SIZE)),
-        }
+        """Digests (bit-exact) and fingerprints (up to rounding) of the evaluation and calibration
+        splits, images and labels."""
+        record: dict[str, Any] = {"fingerprints": {}}
+        for split in ("evaluation", "calibration"):
+            record[split], record["fingerprints"][split] = split_identity(self.data.loader(split, DIGEST_BATCH_SIZE))
+        return record
 
     def provenance(self, plan: PrunePlan | None, count: ModelCount, compressed: nn.Module) -> dict[str, Any]:
         """What one method was measured on: see :mod:`pytest_prune.pipeline.provenance`."""
