@@ -1,8 +1,10 @@
 """The two guards every stage uses around a model it does not own: train/eval modes restored
-module by module (:func:`eval_mode`), and torch's thread count restored (:func:`torch_threads`)."""
+module by module (:func:`eval_mode`), and torch's thread count restored (:func:`torch_threads`);
+and a pytest-xdist worker's share of the cores (:func:`share_cores`)."""
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -44,3 +46,20 @@ def torch_threads(count: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def share_cores(processes: int) -> int | None:
+    """Give this process its share of the machine's cores (torch intra-op threads), one of
+    ``processes`` running at once (pytest-xdist workers), unless the user set a thread count in
+    the environment; returns the count set, or None. Every process otherwise takes one thread per
+    core, and ``-n 2`` on 2 cores ran 4 threads that waited on each other: a user's small ResNet
+    took 40 s under ``-n 2`` against 14 s serially."""
+    if processes <= 1 or any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    count = max(1, cores // processes)
+    torch.set_num_threads(count)
+    return count

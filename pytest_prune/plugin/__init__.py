@@ -59,6 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
         # import torch (3-4 s) before the workers are even started.
         config.stash[GATE_STATE] = GateState(None, gate_options, settings)
         return
+    if _is_xdist_worker(config):  # n workers on the cores one process would have had
+        from ..modes import share_cores
+
+        share_cores(int(config.workerinput.get("workercount", 1)))
     from ..pipeline.run import PruneRun
 
     run = PruneRun(settings)

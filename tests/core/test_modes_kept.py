@@ -65,3 +65,21 @@ def test_the_guards_restore_on_error_too():
     with eval_mode(model) as inside:
         assert inside is model and not any(_modes(model))
     assert _modes(model) == before
+
+
+def test_an_xdist_worker_takes_its_share_of_the_cores(monkeypatch):
+    from pytest_prune.modes import share_cores
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    try:
+        assert share_cores(1) is None and torch.get_num_threads() == before  # serial: torch's default
+        assert share_cores(3) == 2 and torch.get_num_threads() == 2  # 8 cores, 3 workers
+        assert share_cores(16) == 1 and torch.get_num_threads() == 1  # never zero
+        torch.set_num_threads(before)
+        monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's count wins
+        assert share_cores(2) is None and torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
