@@ -36,6 +36,7 @@ import torch
 PROJECTIONS = 4  # independent signed sums: a real change must hide in all of them to pass
 TOLERANCE = 1e-4  # relative to ‖x‖₂ (projections) and to Σ x² (squares); see the module docstring
 COLUMN_CHUNK = 1 << 20  # columns whose signs are made at once (32 MB of float64 signs)
+STATE_ROW = 4096  # values per row of a state-dict tensor
 ROW_CHUNK = 64  # rows (images) converted to float64 at once
 KEPT_WIDTH = 1 << 18  # an image this wide or narrower keeps its column signs for the next batch
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio constant of splitmix64
@@ -85,7 +86,9 @@ class Fingerprint:
             return
         rows = tensor.reshape(len(tensor) if tensor.dim() > 1 else 1, -1)
         for start in range(0, len(rows), ROW_CHUNK):  # float64 copies of a few rows at a time
-            self._add_rows(rows[start : start + ROW_CHUNK].double().numpy())
+            chunk = rows[start : start + ROW_CHUNK]
+            chunk = chunk if chunk.dtype in (torch.float16, torch.float32, torch.float64) else chunk.float()
+            self._add_rows(chunk.numpy().astype(np.float64))
 
     def _add_rows(self, rows: np.ndarray) -> None:
         i = np.arange(self.rows, self.rows + len(rows))
@@ -93,7 +96,8 @@ class Fingerprint:
         for start in range(0, max(rows.shape[1], 1), COLUMN_CHUNK):  # a large weight: signs chunk by chunk
             part = rows[:, start : start + COLUMN_CHUNK]
             self.projections += ((part @ self._column_signs(start, part.shape[1])) * row_signs).sum(axis=0)
-        self.squares += float(np.einsum("ij,ij->", rows, rows))
+        flat = rows.reshape(-1)
+        self.squares += float(flat @ flat)
         self.elements += rows.size
         self.rows += len(rows)
 
@@ -116,10 +120,18 @@ def batches_fingerprint(batches: Iterable) -> dict[str, Any]:
 
 
 def state_dict_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
-    """Fingerprint of every parameter and buffer, by name (each tensor one row)."""
+    """Fingerprint of every parameter and buffer, by name and shape; each float tensor's values are
+    cut into rows of :data:`STATE_ROW` (the last padded with zeros, which add nothing), so that
+    one set of column signs serves every tensor (a row per tensor made 25 M signs for a ResNet-50)."""
     fingerprint = Fingerprint()
     for name, tensor in sorted(model.state_dict().items()):
-        fingerprint.add(tensor.reshape(1, -1) if tensor.dim() else tensor.reshape(1, 1), name)
+        if not tensor.is_floating_point():
+            fingerprint.add(tensor.reshape(-1), name)
+            continue
+        fingerprint.add_layout(f"{name}{tuple(tensor.shape)}")
+        flat = tensor.detach().reshape(-1)
+        flat = torch.cat([flat, flat.new_zeros((-len(flat)) % STATE_ROW)])
+        fingerprint.add(flat.reshape(-1, STATE_ROW), name)
     return fingerprint.record()
 
 
