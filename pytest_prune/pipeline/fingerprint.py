@@ -20,7 +20,8 @@ Rounding errors ε_ij are unrelated to the signs, so a projection moves by about
 ‖x‖₂ for float32 rounding); replacing data moves it by about ‖Δx‖₂: one image of 10,000 replaced
 moves it by about 1 % of ‖x‖₂. Two fingerprints match when every projection agrees within
 ``TOLERANCE · ‖x‖₂`` and Σ x² within ``TOLERANCE`` of itself (1e-4: a hundred times the rounding,
-a hundred times below one replaced image in 10,000).
+a hundred times below one replaced image in 10,000). A state dict weighs each tensor alike
+(:func:`state_dict_fingerprint`), and its tolerance is relative to √(tensors).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Fingerprint:
         self.layout = hashlib.sha256()
         self.elements = 0
         self.rows = 0
+        self.terms = 0  # tensors added each at unit weight (state dicts); 0: values at their own weight
         self.squares = 0.0
         self.projections = np.zeros(PROJECTIONS, dtype=np.float64)
         self._columns: dict[int, np.ndarray] = {}  # width → (width, K) signs a_k(j)
@@ -107,6 +109,7 @@ class Fingerprint:
             "layout": self.layout.hexdigest()[:16],
             "squares": self.squares,
             "projections": [float(p) for p in self.projections],
+            "terms": self.terms,
         }
 
 
@@ -120,18 +123,32 @@ def batches_fingerprint(batches: Iterable) -> dict[str, Any]:
 
 
 def state_dict_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
-    """Fingerprint of every parameter and buffer, by name and shape; each float tensor's values are
-    cut into rows of :data:`STATE_ROW` (the last padded with zeros, which add nothing), so that
-    one set of column signs serves every tensor (a row per tensor made 25 M signs for a ResNet-50)."""
+    """Fingerprint of every parameter and buffer, by name and shape.
+
+    Each float tensor's projections are divided by its own norm before they are summed, so every
+    tensor weighs the same (``terms`` counts them, and the tolerance is relative to √terms): a
+    10-value bias nudged by 1e-3 is a change, although it is nothing beside the model's norm. Its
+    values are cut into rows of :data:`STATE_ROW` (the last padded with zeros, which add nothing),
+    so that one set of column signs serves every tensor (a row per tensor made 25 M signs for a
+    ResNet-50), and its rows are numbered after the previous tensor's, so that two tensors swapped
+    between names change the sums."""
     fingerprint = Fingerprint()
     for name, tensor in sorted(model.state_dict().items()):
         if not tensor.is_floating_point():
             fingerprint.add(tensor.reshape(-1), name)
             continue
-        fingerprint.add_layout(f"{name}{tuple(tensor.shape)}")
         flat = tensor.detach().reshape(-1)
         flat = torch.cat([flat, flat.new_zeros((-len(flat)) % STATE_ROW)])
-        fingerprint.add(flat.reshape(-1, STATE_ROW), name)
+        part = Fingerprint()
+        part.rows, part._columns = fingerprint.rows, fingerprint._columns
+        part.add(flat.reshape(-1, STATE_ROW))
+        fingerprint.add_layout(f"{name}{tensor.dtype}{tuple(tensor.shape)}")
+        if part.squares > 0.0:
+            fingerprint.projections += part.projections / math.sqrt(part.squares)
+        fingerprint.squares += part.squares
+        fingerprint.elements += part.elements
+        fingerprint.rows = part.rows
+        fingerprint.terms += 1
     return fingerprint.record()
 
 
@@ -142,5 +159,7 @@ def fingerprints_match(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None)
     squares = max(float(a["squares"]), float(b["squares"]))
     if abs(float(a["squares"]) - float(b["squares"])) > TOLERANCE * squares:
         return False
-    scale = TOLERANCE * math.sqrt(squares) + 1e-300
+    if a.get("terms", 0) != b.get("terms", 0):
+        return False
+    scale = TOLERANCE * math.sqrt(float(a.get("terms") or squares)) + 1e-300
     return all(abs(float(p) - float(q)) <= scale for p, q in zip(a["projections"], b["projections"]))

@@ -6,7 +6,7 @@ Every baseline and every row of ``results.csv`` records
 * the data: digests of the evaluation split (images and labels) and of the calibration split;
 * the plan: how many channels each group lost, with a digest of which ones (and the positions
   themselves while they are few, so that a changed plan can be counted channel by channel);
-* the compressed model: a digest of its state dict, and its MACs and parameters per layer.
+* the compressed model: a digest and a fingerprint of its state dict, and its MACs and parameters per layer.
 
 :func:`explain_changes` compares two records and names what moved: the dense model, the data,
 the plan, the compressed weights for the same plan, the per-layer counts — or nothing, which
@@ -199,10 +199,13 @@ def explain_changes(stored: Mapping[str, Any] | None, current: Mapping[str, Any]
     if changes:
         return "changed since the baseline: " + " | ".join(changes)
     old_c, new_c = stored.get("compressed_digest"), current.get("compressed_digest")
-    if old_c and new_c and old_c != new_c:
+    same_c = fingerprints_match(stored.get("compressed_fingerprint"), current.get("compressed_fingerprint"))
+    if old_c and new_c and old_c != new_c and not same_c:
         return (f"same dense model, data and plan, but other compressed weights (digest {old_c} → "
                 f"{new_c}): the surgery or the recovery now computes something else from the same plan")
     rounded = rounding_only(stored, current)
+    if old_c and new_c and old_c != new_c:  # here: the fingerprints match
+        rounded.append("the compressed weights")
     if rounded:
         return (f"nothing recorded changed beyond rounding ({' and '.join(rounded)} differ from the "
                 "baseline's in their last bits only, as another CPU's kernels make them; same plan): a "

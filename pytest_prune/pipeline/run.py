@@ -224,6 +224,7 @@ class PruneRun(Planning):
             "plan": plan_record(self.groups, plan),
             "layers": layer_counts(count),
             "compressed_digest": state_dict_digest(compressed),
+            "compressed_fingerprint": state_dict_fingerprint(compressed),
         }
 
     def settings_record(

@@ -108,3 +108,24 @@ def test_seeded_randn_and_default_init_match_across_cpu_capabilities():
     assert fingerprints_match(native["model"], scalar["model"])
     if native["capability"] != "DEFAULT":  # where the kernels differ, the bit-exact digests do too
         assert native["digest"] != scalar["digest"]
+
+
+def test_a_small_change_to_one_small_tensor_is_seen_beside_a_large_model():
+    """A nudge that is nothing beside the model's norm (the planted regression's 1e-3 on 10 bias
+    values of LeNet-5's classifier) still changes the fingerprint; two tensors swapped too."""
+    from pytest_prune.models import build_model
+
+    model = build_model("lenet5").model
+    reference = state_dict_fingerprint(model)
+    with torch.no_grad():
+        model.classifier[5].bias += 1e-3
+    assert not fingerprints_match(reference, state_dict_fingerprint(model))
+    with torch.no_grad():
+        model.classifier[5].bias -= 1e-3
+    twins = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    before = state_dict_fingerprint(twins)
+    with torch.no_grad():
+        a = twins[0].weight.clone()
+        twins[0].weight.copy_(twins[1].weight)
+        twins[1].weight.copy_(a)
+    assert not fingerprints_match(before, state_dict_fingerprint(twins))
