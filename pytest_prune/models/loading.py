@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -46,11 +47,25 @@ def read_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, t
 
 
 def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False) -> None:
-    state = read_state_dict(path, allow_pickle)
+    load_state(model, read_state_dict(path, allow_pickle), path)
+
+
+def _shortened(line: str, keys_shown: int = 4) -> str:
+    """torch's ``Missing key(s) in state_dict: "a", "b", …`` with the first few keys and a count."""
+    keys = re.findall(r'"([^"]+)"', line)
+    if len(keys) > keys_shown and ":" in line:
+        return f"{line.split(':', 1)[0]}: {', '.join(keys[:keys_shown])}, … ({len(keys)} in all)"
+    return line
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load ``state`` (read from ``path``) strictly; the first mismatches in the error if it does not fit."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
+        lines = [_shortened(line.strip()) for line in str(exc).splitlines() if line.strip()]
+        details = "; ".join(lines[1:4]) + (f"; … {len(lines) - 4} more" if len(lines) > 4 else "")
         raise WeightsError(
-            f"{path} does not fit the model: {str(exc).splitlines()[0]} "
-            "(is --prune-weights meant for another --prune-model?)"
+            f"{path} does not fit the model: {lines[0] if lines else exc}"
+            f"{' ' + details if details else ''} (is --prune-weights meant for another --prune-model?)"
         ) from None

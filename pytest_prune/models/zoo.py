@@ -74,7 +74,7 @@ def known_models() -> list[str]:
     return sorted(_ZOO) + ["torchvision:NAME", "package.module:callable"]
 
 
-def _torchvision(name: str, spec: str) -> ModelInfo:
+def _torchvision(name: str, spec: str, num_classes: int = 1000) -> ModelInfo:
     import torchvision
 
     try:
@@ -86,10 +86,27 @@ def _torchvision(name: str, spec: str) -> ModelInfo:
             f"try one of {available}, …"
         ) from None
     torch.manual_seed(0)  # random weights, but the same ones every run
-    model = builder(weights=None)
+    model = builder(weights=None, num_classes=num_classes)
     size = 299 if name.startswith("inception") else 224
-    return ModelInfo(model_name(spec), spec, model, (3, size, size), 1000, f"synthetic:3x{size}x{size}:1000",
-                     any_size=True)
+    return ModelInfo(model_name(spec), spec, model, (3, size, size), num_classes,
+                     f"synthetic:3x{size}x{size}:{num_classes}", any_size=True)
+
+
+def _head(model: nn.Module) -> tuple[str, nn.Linear] | None:
+    """The classifier: the last ``nn.Linear`` in module order (``fc``, ``classifier.1``, ``heads.head``)."""
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def torchvision_for_weights(info: ModelInfo, state: dict[str, torch.Tensor]) -> ModelInfo:
+    """A ``torchvision:NAME`` model rebuilt with as many classes as ``state``'s classifier has (a
+    resnet18 trained on CIFAR-10 has a 10-way ``fc``), so that its weights load; any other model,
+    or weights whose classifier already fits, as it is."""
+    head = _head(info.model) if info.spec.startswith("torchvision:") else None
+    weight = state.get(f"{head[0]}.weight") if head else None
+    if head is None or weight is None or weight.dim() != 2 or weight.shape[0] == head[1].out_features:
+        return info
+    return _torchvision(info.spec.split(":", 1)[1], info.spec, num_classes=int(weight.shape[0]))
 
 
 def spec_name(spec: str) -> str:

@@ -83,3 +83,29 @@ def test_missing_and_truncated_weight_files(tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="truncated or corrupt"):
         read_state_dict(path)
+
+
+def test_torchvision_weights_trained_on_other_classes_set_the_head(tmp_path):
+    """A torchvision resnet18 trained on CIFAR-10 has a 10-way fc: ``torchvision:resnet18`` with its
+    weights is built with 10 classes (and loads them exactly), not refused for the 1000-way head."""
+    import torchvision
+
+    trained = torchvision.models.resnet18(num_classes=10)
+    path = tmp_path / "r18 cifar.pth"
+    torch.save(trained.state_dict(), path)
+    info = load_model("torchvision:resnet18", str(path))
+    assert info.num_classes == 10 and info.model.fc.out_features == 10
+    assert torch.equal(info.model.fc.weight, trained.fc.weight)
+    assert build_model("torchvision:resnet18").num_classes == 1000  # without weights: ImageNet's head
+
+
+def test_weights_of_another_architecture_name_the_first_mismatches(tmp_path):
+    import torchvision
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(WeightsError) as err:
+        load_model("torchvision:resnet34", str(path))
+    message = str(err.value)
+    assert "Missing key(s) in state_dict: layer1.2.conv1.weight" in message and "(80 in all)" in message
+    assert len(message) < 400 and "another --prune-model" in message
