@@ -81,6 +81,7 @@ from .lsq_capture import (  # noqa: F401  (the rows, positions and widths are re
     sample_positions,
     squared_error,
 )
+from . import lsq_cache
 from .lsq_residual import DenseAddCapture, PrunedTailRefit, Tail, find_tails, trace
 from .registry import register
 
@@ -203,8 +204,8 @@ class LeastSquaresReconstruction(RecoveryStep):
         with modes_kept(ctx.dense, ctx.model), torch.no_grad():
             ctx.dense.eval()
             ctx.model.eval()
-            dense_run, pruned_run = self.residual_runs(ctx, fits, report)
-            self.dense_pass(dense_run, fits, batches, images, generator)
+            dense_run, pruned_run, tails = self.residual_runs(ctx, fits, report)
+            self.dense_capture(ctx, dense_run, fits, tails, batches, images, generator)
             fits = self.check_calls(fits, len(batches), report)
             pruned_run(fits, torch.cat(batches), report)
 
@@ -221,7 +222,7 @@ class LeastSquaresReconstruction(RecoveryStep):
     def residual_runs(self, ctx: RecoveryContext, fits: list[LayerFit], report: StepReport):
         """How the two passes run: plainly, or on fx traces that correct the residual tails'
         targets (:mod:`.lsq_residual`) when ``residual`` is on and both models trace alike."""
-        plain = (ctx.dense, lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report))
+        plain = (ctx.dense, lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report), {})
         if not self.residual:
             return plain
         (dense_gm, why), (pruned_gm, why_pruned) = trace(ctx.dense), trace(ctx.model)
@@ -250,7 +251,30 @@ class LeastSquaresReconstruction(RecoveryStep):
             kept_tails = {k: t for k, t in tails.items() if k in names}
             self.pruned_pass(pruned_gm, kept, x, report, kept_tails)
 
-        return dense_run, pruned_run
+        return dense_run, pruned_run, tails
+
+    def dense_capture(
+        self,
+        ctx: RecoveryContext,
+        dense_run: Callable[[torch.Tensor], torch.Tensor],
+        fits: list[LayerFit],
+        tails: dict[str, Tail],
+        batches: list[torch.Tensor],
+        images: int,
+        generator: torch.Generator,
+    ) -> None:
+        """The dense pass at full width, or the same capture kept from an earlier ``lsq`` of this
+        run (:mod:`.lsq_cache`), then cut down to the dense outputs each layer still has."""
+        surviving = {f.name: f.kept_outputs for f in fits}
+        for f in fits:
+            f.kept_outputs = None
+        key = lsq_cache.capture_key(
+            ctx.dense, batches, (self.positions, ctx.seed, self.DENSE_BATCH, str(ctx.device)), fits, tails
+        )
+        if not lsq_cache.restore(ctx.dense, key, fits, tails):
+            self.dense_pass(dense_run, fits, batches, images, generator)
+            lsq_cache.keep(ctx.dense, key, fits, tails)
+        lsq_cache.select_kept(fits, tails, surviving)
 
     def dense_pass(
         self,
