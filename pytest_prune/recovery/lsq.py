@@ -46,6 +46,10 @@ network up to layer k for every k costs O(depth²) layer evaluations. Instead:
    a pre-forward hook on each refit layer receives that layer's complete input, fits the layer and
    writes its new weights before the layer runs, so every later layer sees the corrected input.
 
+Pass 1 is skipped where an earlier ``lsq`` of the run refit the same layers of the same dense
+model on the same images: its capture is kept at full width (:mod:`.lsq_cache`), which gives the
+same weights bit for bit.
+
 That is two forward passes plus one fit per layer (``images × positions`` rows of width ``D``:
 O(images · positions · D²) to accumulate, O(D³) to solve). The price is memory: pass 2 holds the
 pruned network's inference activations for every calibration image at once (about 64 MB per
