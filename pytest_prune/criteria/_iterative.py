@@ -10,7 +10,6 @@ target; :class:`NestedGreedy` rounds on a fixed ratio grid, so that one sequence
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from typing import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..digests import tensors_digest
 from ..errors import SpecError
 from ..groups import ChannelGroup
 from ..plan import Allocation, PrunePlan, check_ratio, lowest, plan_global, removal_count
@@ -193,14 +193,9 @@ class NestedGreedy:
 def fingerprint(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str:
     """SHA-256 of every parameter and buffer of ``model`` and every calibration tensor, in order:
     what a stored greedy sequence was computed from (a change anywhere gives another digest)."""
-    h = hashlib.sha256()
     tensors = [(n, t) for n, t in model.named_parameters()] + [(n, t) for n, t in model.named_buffers()]
     tensors += [(f"batch{i}.{j}", t) for i, pair in enumerate(batches) for j, t in enumerate(pair)]
-    for name, t in tensors:
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return tensors_digest(tensors)
 
 
 SEQUENCES_KEPT = 4  # greedy sequences kept per process: a run asks for one per (model, allocation)

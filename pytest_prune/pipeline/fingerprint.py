@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..digests import add_tensor
+
 PROJECTIONS = 4  # independent signed sums: a real change must hide in all of them to pass
 TOLERANCE = 1e-4  # relative to ‖x‖₂ (projections) and to Σ x² (squares); see the module docstring
 COLUMN_CHUNK = 1 << 20  # columns whose signs are made at once (32 MB of float64 signs)
@@ -81,11 +83,11 @@ class Fingerprint:
     def add(self, tensor: torch.Tensor, name: str = "") -> None:
         """A batch of rows (first dimension) of a float tensor, or an exact (integer, bool) tensor."""
         tensor = tensor.detach().cpu()
-        self.add_layout(f"{name}{tensor.dtype}{tuple(tensor.shape)}")
+        self.add_layout(name)
         if not tensor.is_floating_point():
-            flat = tensor.contiguous().reshape(-1)
-            self.layout.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+            add_tensor(self.layout, tensor)  # exact: dtype, shape and bytes
             return
+        self.add_layout(f"{tensor.dtype}{tuple(tensor.shape)}")
         rows = tensor.reshape(len(tensor) if tensor.dim() > 1 else 1, -1)
         for start in range(0, len(rows), ROW_CHUNK):  # float64 copies of a few rows at a time
             chunk = rows[start : start + ROW_CHUNK]

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..digests import add_tensor
 from ..groups import ChannelGroup
 from ..measure import ModelCount
 from ..plan import PrunePlan
@@ -41,20 +42,12 @@ POSITIONS_KEPT = 2048  # a plan records its removed positions while it removes a
 DIGEST_BATCH_SIZE = 512  # a split's digest covers each batch's shape: stored digests used this size
 
 
-def _add_tensor(hasher: "hashlib._Hash", tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().cpu()
-    hasher.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-    flat = tensor.contiguous().reshape(-1)  # a 0-d tensor cannot be viewed as bytes
-    # the array itself, not a bytes copy of it: a batch of large images is hundreds of MB
-    hasher.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
-
-
 def state_dict_digest(model: nn.Module) -> str:
     """Digest of every parameter and buffer, by name (order-independent, device-independent)."""
     hasher = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         hasher.update(name.encode())
-        _add_tensor(hasher, tensor)
+        add_tensor(hasher, tensor)
     return hasher.hexdigest()[:DIGEST_LENGTH]
 
 
@@ -71,8 +64,8 @@ def split_identity(data: Dataset | Iterable, batch_size: int = DIGEST_BATCH_SIZE
     hasher, fingerprint = hashlib.sha256(), Fingerprint()
     for images, labels in batches:
         images, labels = torch.as_tensor(images), torch.as_tensor(labels)
-        _add_tensor(hasher, images)
-        _add_tensor(hasher, labels)
+        add_tensor(hasher, images)
+        add_tensor(hasher, labels)
         fingerprint.add(images, "images")
         fingerprint.add(labels, "labels")
     return hasher.hexdigest()[:DIGEST_LENGTH], fingerprint.record()
@@ -111,10 +104,9 @@ def _pct(value: Any) -> str:
 def dense_model_change(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """``the dense model (digest a → b, top-1 x → y)`` when its digest moved, else ``None``."""
     old, new = stored.get("dense_model", {}), current.get("dense_model", {})
-    if not old or old.get("digest") == new.get("digest"):
+    # a moved digest with matching fingerprints: the same weights up to another CPU's rounding
+    if not old or not _moved(old.get("digest"), new.get("digest"), old.get("fingerprint"), new.get("fingerprint")):
         return None
-    if fingerprints_match(old.get("fingerprint"), new.get("fingerprint")):
-        return None  # the same weights up to another CPU's rounding (a seeded default init)
     return (
         f"the dense model (state-dict digest {old.get('digest')} → {new.get('digest')}, "
         f"top-1 {_pct(old.get('top1'))} → {_pct(new.get('top1'))}; weights "
@@ -125,14 +117,22 @@ def dense_model_change(stored: Mapping[str, Any], current: Mapping[str, Any]) ->
 def data_change(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
     """Which splits now hold other images or labels than the baseline's, else ``None``."""
     old, new = stored.get("data", {}), current.get("data", {})
-    before, after = old.get("fingerprints", {}), new.get("fingerprints", {})
     moved = [
         f"{split} digest {old[split]} → {new.get(split)}"
         for split in ("evaluation", "calibration")
-        if split in old and old[split] != new.get(split)
-        and not fingerprints_match(before.get(split), after.get(split))  # not just rounding
+        if split in old and _split_moved(old, new, split)
     ]
     return "; ".join(moved) or None
+
+
+def _moved(old_digest: Any, new_digest: Any, old_print: Any, new_print: Any) -> bool:
+    """A digest that moved for more than rounding (its fingerprints differ, or one is missing)."""
+    return old_digest != new_digest and not fingerprints_match(old_print, new_print)
+
+
+def _split_moved(old: Mapping[str, Any], new: Mapping[str, Any], split: str) -> bool:
+    before, after = old.get("fingerprints", {}), new.get("fingerprints", {})
+    return _moved(old.get(split), new.get(split), before.get(split), after.get(split))
 
 
 def rounding_only(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -143,10 +143,7 @@ def rounding_only(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list
         parts.append("the dense model's weights")
     old, new = stored.get("data", {}), current.get("data", {})
     for split in ("evaluation", "calibration"):
-        if old.get(split) not in (None, new.get(split)) and data_change(
-            {"data": {split: old[split], "fingerprints": old.get("fingerprints", {})}},
-            {"data": {split: new.get(split), "fingerprints": new.get("fingerprints", {})}},
-        ) is None:
+        if old.get(split) not in (None, new.get(split)) and not _split_moved(old, new, split):
             parts.append(f"the {split} data")
     return parts
 
@@ -199,13 +196,12 @@ def explain_changes(stored: Mapping[str, Any] | None, current: Mapping[str, Any]
     if changes:
         return "changed since the baseline: " + " | ".join(changes)
     old_c, new_c = stored.get("compressed_digest"), current.get("compressed_digest")
-    same_c = fingerprints_match(stored.get("compressed_fingerprint"), current.get("compressed_fingerprint"))
-    if old_c and new_c and old_c != new_c and not same_c:
+    compressed_moved = bool(old_c and new_c and old_c != new_c)
+    if compressed_moved and _moved(old_c, new_c, stored.get("compressed_fingerprint"),
+                                   current.get("compressed_fingerprint")):
         return (f"same dense model, data and plan, but other compressed weights (digest {old_c} → "
                 f"{new_c}): the surgery or the recovery now computes something else from the same plan")
-    rounded = rounding_only(stored, current)
-    if old_c and new_c and old_c != new_c:  # here: the fingerprints match
-        rounded.append("the compressed weights")
+    rounded = rounding_only(stored, current) + (["the compressed weights"] if compressed_moved else [])
     if rounded:
         return (f"nothing recorded changed beyond rounding ({' and '.join(rounded)} differ from the "
                 "baseline's in their last bits only, as another CPU's kernels make them; same plan): a "

@@ -6,9 +6,10 @@ each residual tail's other operand there) depends only on the dense model, the c
 the seed, the positions per image, the ordered list of refit layers (positions are drawn in forward
 order) and the residual tails; not on which output channels survive, because the capture is kept
 at full width and the surviving columns are selected afterwards (the same values as selecting
-first). ``l1-0.3+lsq``, ``l1-0.5+lsq`` and ``taylor-0.5+lsq`` prune every group of a network, so
-they refit the same layers: the second and third reuse the first's pass, with bit-identical
-weights (``tests/recovery/test_lsq_cache.py``).
+first). ``l1-0.3+lsq``, ``l1-0.5+lsq`` and ``random-0.5+lsq`` (layer-wise: every group loses
+channels) refit the same layers: the second and third reuse the first's pass, with bit-identical
+weights (``tests/recovery/test_lsq_cache.py``); a globally allocated criterion that spares a group
+at one ratio refits other layers there, and misses.
 
 The cache is keyed by the dense model *object* (weakly: it goes with the model), and within it by
 the state's tensor identities and version counters (an in-place change of a weight, a loaded
@@ -19,7 +20,6 @@ under :data:`MAX_BYTES`.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+
+from ..digests import tensors_digest
 
 KEPT_ENTRIES = 3  # captures kept per dense model (most recent first out last)
 MAX_BYTES = 512 * 2**20  # a capture larger than this is not kept
@@ -50,19 +52,10 @@ def state_signature(model: nn.Module) -> tuple:
     return tuple((name, id(t), t._version) for name, t in model.state_dict(keep_vars=True).items())
 
 
-def images_digest(batches: Sequence[torch.Tensor]) -> str:
-    hasher = hashlib.sha256()
-    for x in batches:
-        x = x.detach().cpu().contiguous()
-        hasher.update(f"{x.dtype}{tuple(x.shape)}".encode())
-        hasher.update(x.reshape(-1).view(torch.uint8).numpy() if x.numel() else b"")
-    return hasher.hexdigest()
-
-
 def capture_key(dense: nn.Module, batches: Sequence[torch.Tensor], settings: tuple, fits: Sequence, tails: dict) -> tuple:
     """What the dense pass's result depends on (see the module docstring)."""
     return (
-        state_signature(dense), images_digest(batches), settings,
+        state_signature(dense), tensors_digest((f"batch{i}", x) for i, x in enumerate(batches)), settings,
         tuple(f.name for f in fits),
         tuple(sorted((name, tail.where) for name, tail in tails.items())),
     )
