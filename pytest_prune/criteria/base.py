@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import ClassVar, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,15 @@ from ..groups import ChannelGroup
 from ..plan import Allocation, PrunePlan, plan_from_scores
 
 Scores = dict[str, torch.Tensor]  # group name → one float score per channel of the group
+
+
+class SharedDensePass(Protocol):
+    """A dense pass over the calibration images that a criterion's own hooks can ride
+    (:class:`pytest_prune.recovery.lsq_shared.SharedLsqCapture`)."""
+
+    def run_with(self, samplings: Sequence, images: Sequence[torch.Tensor]) -> bool:
+        """Run the hooks of ``samplings`` (which read the images of the batches ``images``) in
+        the pass; False, with nothing run, where the pass does not start with those images."""
 
 
 @dataclass
@@ -33,6 +42,9 @@ class ScoringContext:
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     loss_fn: nn.Module = field(default_factory=nn.CrossEntropyLoss)
+    # a recovery step of the run whose dense capture may ride a criterion's own dense pass over
+    # the calibration images (lsq's, for recon: pytest_prune.recovery.lsq_shared); None: no such step
+    shared_dense_pass: SharedDensePass | None = None
 
 
 class Criterion(ABC):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,9 +22,9 @@ from torch import nn
 from ..groups import ChannelGroup, GroupMember
 from ..modes import eval_mode
 from ..plan import rank_keys
-from ..recovery.lsq_capture import NormalEquations, SampledLayer, capture_dense, out_width
+from ..recovery.lsq_capture import DenseSampling, NormalEquations, SampledLayer, out_width, run_dense
 from ._activations import calibration_subset, example_of, trace_calls
-from .base import Criterion, ScoringContext, Scores
+from .base import Criterion, ScoringContext, Scores, SharedDensePass
 from .bn_error import next_batchnorm, output_scale
 from .registry import register
 
@@ -34,6 +34,9 @@ POSITION_SEED = 0
 # Without a BatchNorm after the consumer, output weights are 1 / (var_o + VARIANCE_FLOOR · mean var):
 # an output that never varies must not dominate the sum with an infinite weight.
 VARIANCE_FLOOR = 1e-3
+# Images per forward of the scoring pass: lsq's (LeastSquaresReconstruction.DENSE_BATCH), so that
+# one pass can serve both (capture_consumers).
+PASS_BATCH = 128
 
 
 def consumer_columns(module: nn.Module, member: GroupMember) -> torch.Tensor | None:
@@ -146,23 +149,46 @@ def greedy_scores(refits: Sequence[ConsumerRefit], size: int) -> torch.Tensor:
 
 
 def capture_consumers(
-    model: nn.Module, groups: Sequence[ChannelGroup], batches: Sequence[torch.Tensor], positions: int
+    model: nn.Module, groups: Sequence[ChannelGroup], batches: Sequence[torch.Tensor], positions: int,
+    shared: SharedDensePass | None = None,
 ) -> dict[str, NormalEquations]:
-    """One dense forward pass over ``batches``: the normal equations of every refit consumer of every
-    group (dense input rows against dense outputs at the sampled positions), by module name; a
-    consumer called other than once per batch (shared weights) is left out, as ``lsq`` leaves it."""
+    """One dense forward pass over the images of ``batches``: the normal equations of every refit
+    consumer of every group (dense input rows against dense outputs at the sampled positions), by
+    module name; a consumer called other than once per batch (shared weights) is left out, as
+    ``lsq`` leaves it. The images run in batches of :data:`PASS_BATCH`, ``lsq``'s own, so that
+    ``shared`` (a run's ``lsq`` step: :mod:`pytest_prune.recovery.lsq_shared`) can take its dense
+    capture in the same pass; each image's output does not depend on the batching on the CPU
+    kernels tested (``tests/criteria/test_recon.py``)."""
     layers: dict[str, SampledLayer] = {}
     for g in groups:
         for member, module in refit_consumers(model, g):
             layers.setdefault(member.module, SampledLayer(member.module, module, normal=NormalEquations()))
-    generator = torch.Generator().manual_seed(POSITION_SEED)
+    images = sum(len(x) for x in batches)
+    sampling = DenseSampling(list(layers.values()), images, positions, torch.Generator().manual_seed(POSITION_SEED))
     with eval_mode(model), torch.no_grad():
-        capture_dense(model, list(layers.values()), batches, positions, generator)
+        if shared is None or not shared.run_with([sampling], batches):
+            run_dense(model, [sampling], rebatched(batches, PASS_BATCH))
     return {
         name: layer.normal
         for name, layer in layers.items()
-        if layer.normal is not None and layer.calls == len(batches) == layer.captured
+        if layer.normal is not None and layer.calls == sampling.batches == layer.captured
     }
+
+
+def rebatched(batches: Sequence[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """The images of ``batches`` in batches of ``size`` (the last may be smaller), one at a time."""
+    pending: list[torch.Tensor] = []
+    held = 0
+    for x in batches:
+        while len(x):
+            piece, x = x[: size - held], x[size - held :]
+            pending.append(piece)
+            held += len(piece)
+            if held == size:
+                yield torch.cat(pending)
+                pending, held = [], 0
+    if pending:
+        yield torch.cat(pending)
 
 
 @register
@@ -188,6 +214,10 @@ class Reconstruction(Criterion):
     per image, drawn with a fixed seed (:data:`POSITION_SEED`). Cost: one dense forward pass that
     builds each consumer's G and C with ``lsq``'s own code (:mod:`pytest_prune.recovery.lsq_capture`),
     then per group a greedy of O(channels · consumers · D² · block) (D a consumer's inputs × k²).
+    A run scores it once for all its targets (``pipeline.planning``), and when the run applies
+    ``lsq`` that one pass also takes ``lsq``'s dense capture (``ScoringContext.shared_dense_pass``,
+    :mod:`pytest_prune.recovery.lsq_shared`): selection and refit then cost one dense pass for the
+    run plus one pruned pass per method.
     Groups whose consumers are grouped convs or others ``lsq`` does not refit get zero scores.
 
     Allocation: with ``global``, one ranking of √(error in the next BatchNorm's output units)
@@ -205,7 +235,7 @@ class Reconstruction(Criterion):
     name = "recon"
     needs_data = True
     summary = "greedy on the consumers' least-squares error after the refit (ThiNet, Luo et al. 2017)"
-    cost = "1 forward pass over 512 samples + a greedy per group on each consumer's normal equations"
+    cost = "1 forward pass over 512 samples (shared with lsq's dense pass) + a greedy per group on each consumer's normal equations"
     natural_allocation: ClassVar[str] = "global"
     max_samples: int = 512
     positions: int = 16
@@ -222,7 +252,7 @@ class Reconstruction(Criterion):
     def scores(self, ctx: ScoringContext) -> Scores:
         batches = calibration_subset(ctx.batches, self.max_samples)
         trace = trace_calls(ctx.model, example_of(batches, self.name))  # which BatchNorm reads what
-        normals = capture_consumers(ctx.model, ctx.groups, [x for x, _ in batches], self.positions)
+        normals = capture_consumers(ctx.model, ctx.groups, [x for x, _ in batches], self.positions, ctx.shared_dense_pass)
         out: Scores = {}
         with torch.no_grad():
             for g in ctx.groups:

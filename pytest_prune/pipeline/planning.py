@@ -12,7 +12,12 @@ import torch
 
 from ..allocations import BUDGET_ALLOCATION
 from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
-from ..plan import PrunePlan
+from ..criteria.base import Scores
+from ..plan import PrunePlan, plan_from_scores, round_plan
+from ..recovery import parse_recovery
+from ..recovery.lsq import LeastSquaresReconstruction
+from ..recovery.lsq_shared import SharedLsqCapture
+from ..devices import resolve_device
 from ..sensitivity import SensitivityTable, plan_by_sensitivity
 from ..sensitivity.analysis import DEFAULT_FRACTIONS, DEFAULT_IMAGES
 from .budget import BUDGET_KINDS, Budget, PlanCost, plan_at_ratio, plan_for_budget
@@ -22,8 +27,13 @@ from .targets import Target
 class Planning:
     """The planning steps of a run (mixed into :class:`~pytest_prune.pipeline.run.PruneRun`)."""
 
-    # criterion name → (its scores, its sensitivity table): analysed once, shared by every target
-    _sensitivity: dict[str, tuple[dict, SensitivityTable]]
+    # criterion name → its one-shot scores: scored once per run, shared by every target (see _scores_of)
+    _scores: dict[str, Scores]
+    # criterion name → its sensitivity table: analysed once, shared by every target
+    _sensitivity: dict[str, SensitivityTable]
+    # the recoveries the run will apply (the plugin's --prune-recovery; results do not depend on
+    # them, only what scoring shares with them: _shared_lsq)
+    recoveries: tuple[str, ...]
 
     def allocation_for(self, criterion: str | None, target: Target | str | None = None) -> str:
         """The allocation ``criterion`` is planned with: ``--prune-allocation`` when given, else the
@@ -48,7 +58,30 @@ class Planning:
             batches=self.calibration if criterion.needs_data else [],
             seed=s.seed,
             device=torch.device(s.device),
+            shared_dense_pass=self._shared_lsq() if criterion.needs_data else None,
         )
+
+    def _shared_lsq(self) -> SharedLsqCapture | None:
+        """The dense capture of the first ``lsq`` step among the run's ``recoveries`` (what the
+        plugin's ``--prune-recovery`` names), for ``recon``'s scoring pass to take as well
+        (:mod:`pytest_prune.recovery.lsq_shared`); None when no recovery of the run has ``lsq``."""
+        for spec in self.recoveries:
+            for step in parse_recovery(spec).steps:
+                if isinstance(step, LeastSquaresReconstruction):
+                    s = self.settings
+                    return SharedLsqCapture(step, self.info.model, self.data, self.groups, s.seed,
+                                            resolve_device(s.device))
+        return None
+
+    def _scores_of(self, criterion: Criterion, ctx: ScoringContext) -> Scores:
+        """``criterion``'s one-shot scores, computed at its first target of the run and kept for the
+        others: they depend on the model, groups, calibration batches and seed, which a run holds
+        fixed, and not on the ratio, so ``recon-0.3``, ``recon-0.5`` and ``recon-0.7`` share one
+        scoring pass (the first method's ``score_seconds`` pays it). Iterative and greedy criteria
+        (``plans_from_scores`` false) still re-score inside their own ``plan``."""
+        if criterion.name not in self._scores:
+            self._scores[criterion.name] = criterion.scores(ctx)
+        return self._scores[criterion.name]
 
     def _plan(self, criterion: Criterion, target: Target) -> tuple[PrunePlan, float]:
         """The criterion's plan for a channel fraction, or for the fraction that meets a budget."""
@@ -57,18 +90,22 @@ class Planning:
         if allocation == "sensitivity":
             return self._plan_by_sensitivity(criterion, ctx, target)
         round_to = self.settings.round_to  # --prune-round-to: kept counts multiples of it
+        one_shot = criterion.plans_from_scores and type(criterion).plan is Criterion.plan
         if isinstance(target, float):
+            if one_shot:  # what Criterion.plan and plan_at_ratio do, on the kept scores
+                scores = self._scores_of(criterion, ctx)
+                return round_plan(plan_from_scores(self.groups, scores, target, allocation), self.groups,
+                                  scores, round_to), target
             return plan_at_ratio(criterion, ctx, target, allocation, round_to), target  # type: ignore[arg-type]
         cost = PlanCost(self.info.model, self.groups, self.dense_count)
-        return plan_for_budget(criterion, ctx, target, cost, allocation, round_to=round_to)  # type: ignore[arg-type]
+        return plan_for_budget(criterion, ctx, target, cost, allocation,  # type: ignore[arg-type]
+                               scores=self._scores_of(criterion, ctx), round_to=round_to)
 
     def _plan_by_sensitivity(self, criterion: Criterion, ctx: ScoringContext, target: Target) -> tuple[PrunePlan, float]:
         """The plan of the ``sensitivity`` allocation (:mod:`pytest_prune.sensitivity`): the
         criterion's sensitivity table on the calibration data, measured once per run, then split."""
         cost = PlanCost(self.info.model, self.groups, self.dense_count)
-        scores, table = self._sensitivity.get(criterion.name, (None, None))
-        if scores is None:
-            scores = criterion.scores(ctx)
+        scores, table = self._scores_of(criterion, ctx), self._sensitivity.get(criterion.name)
         if table is None:  # minutes on a deep network on a CPU: say what is running, and the way out
             self._say(f"{criterion.name}: sensitivity analysis of {len(self.groups)} channel groups "
                       f"(up to {1 + len(self.groups) * (1 + len(DEFAULT_FRACTIONS))} partial passes over up to "
@@ -80,7 +117,7 @@ class Planning:
         if criterion.name not in self._sensitivity:
             self._say(f"{criterion.name}: sensitivity analysis done, {table.passes} passes on {table.images} "
                       f"images in {table.seconds:.1f} s")
-        self._sensitivity[criterion.name] = (scores, table)
+        self._sensitivity[criterion.name] = table
         return plan, plan.count() / sum(g.size for g in self.groups)
 
     def _say(self, message: str) -> None:
@@ -91,4 +128,4 @@ class Planning:
     @property
     def sensitivity_tables(self) -> list[SensitivityTable]:
         """The sensitivity tables this run measured (one per criterion planned by sensitivity)."""
-        return [table for _, table in self._sensitivity.values()]
+        return list(self._sensitivity.values())

@@ -59,7 +59,9 @@ class PruneRun(Planning):
         self.trace_notes: list[str] = []  # what tracing left alone on its own (auxiliary heads)
         # where recovery reports progress (the plugin connects pytest's terminal reporter)
         self.progress: Callable[[str], None] | None = None
+        self._scores = {}  # see Planning._scores_of
         self._sensitivity = {}  # see Planning.sensitivity_tables
+        self.recoveries: tuple[str, ...] = ()  # see Planning.recoveries (the plugin sets them)
 
     # -- inputs -------------------------------------------------------------------------------
     @cached_property

@@ -67,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     run = PruneRun(settings)
     run.progress = lambda message: _progress(config, message)
+    run.recoveries = tuple(gate_options.recoveries)  # recon's scoring pass takes lsq's dense capture too
     config.stash[GATE_STATE] = GateState(run, gate_options, settings)
 
 

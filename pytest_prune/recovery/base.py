@@ -116,10 +116,18 @@ def calibration_inputs(
     A trailing batch of one image is merged into the one before it: BatchNorm in training mode
     cannot take a single value per channel (a 1-d BatchNorm after a linear layer).
     """
-    batches = [x for x, _ in ctx.data.calibration_batches(count, batch_size, ctx.device)]
+    return calibration_images(ctx.data, count, batch_size, ctx.device, step)
+
+
+def calibration_images(
+    data: DataBundle, count: int | None, batch_size: int, device: torch.device, step: str
+) -> list[torch.Tensor]:
+    """:func:`calibration_inputs` from the data and device alone (a step's capture taken before
+    its context exists: :mod:`.lsq_shared`)."""
+    batches = [x for x, _ in data.calibration_batches(count, batch_size, device)]
     if not batches or len(batches[0]) == 0:
         raise DataError(
-            f"recovery step {step!r} needs calibration images, but the data {ctx.data.name!r} "
+            f"recovery step {step!r} needs calibration images, but the data {data.name!r} "
             "has an empty calibration split; give the data a calibration split or drop the step"
         )
     if len(batches) > 1 and len(batches[-1]) == 1:

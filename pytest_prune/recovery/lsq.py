@@ -47,8 +47,8 @@ network up to layer k for every k costs O(depth²) layer evaluations. Instead:
    writes its new weights before the layer runs, so every later layer sees the corrected input.
 
 Pass 1 is skipped where an earlier ``lsq`` of the run refit the same layers of the same dense
-model on the same images: its capture is kept at full width (:mod:`.lsq_cache`), which gives the
-same weights bit for bit.
+model on the same images, or where ``recon``'s scoring pass took it (:mod:`.lsq_shared`): the
+capture is kept at full width (:mod:`.lsq_cache`), which gives the same weights bit for bit.
 
 That is two forward passes plus one fit per layer (``images × positions`` rows of width ``D``:
 O(images · positions · D²) to accumulate, O(D³) to solve). The price is memory: pass 2 holds the
@@ -110,6 +110,21 @@ class LayerFit(SampledLayer):
     pruned: nn.Module | None = None
     reached: bool = False  # the pruned pass got to it
     fitted: bool = False
+
+
+def residual_dense_run(
+    dense_gm: torch.fx.GraphModule, tails: dict[str, Tail], fits: list[LayerFit]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The dense pass on the fx trace, keeping each tail's other operand at its sampled positions."""
+    by_name = {f.name: f for f in fits}
+    seen = [0]
+
+    def dense_run(x: torch.Tensor) -> torch.Tensor:
+        out = DenseAddCapture(dense_gm, tails, by_name, lambda: seen[0]).run(x)
+        seen[0] += len(x)
+        return out
+
+    return dense_run
 
 
 @register
@@ -242,20 +257,13 @@ class LeastSquaresReconstruction(RecoveryStep):
             f"{len(tails)} layers end a residual branch: their targets include the other operand's "
             "error (He et al. 2017, section 4.3)"
         )
-        by_name = {f.name: f for f in fits}
-        seen = [0]
-
-        def dense_run(x: torch.Tensor) -> torch.Tensor:
-            out = DenseAddCapture(dense_gm, tails, by_name, lambda: seen[0]).run(x)
-            seen[0] += len(x)
-            return out
 
         def pruned_run(kept: list[LayerFit], x: torch.Tensor, report: StepReport) -> None:
             names = {f.name for f in kept}  # check_calls may have dropped some; tails keep graph order
             kept_tails = {k: t for k, t in tails.items() if k in names}
             self.pruned_pass(pruned_gm, kept, x, report, kept_tails)
 
-        return dense_run, pruned_run, tails
+        return residual_dense_run(dense_gm, tails, fits), pruned_run, tails
 
     def dense_capture(
         self,

@@ -61,6 +61,12 @@ def capture_key(dense: nn.Module, batches: Sequence[torch.Tensor], settings: tup
     )
 
 
+def holds(dense: nn.Module, key: tuple) -> bool:
+    """Whether a capture of ``key`` is kept."""
+    entries = _CACHE.get(dense)
+    return entries is not None and key in entries
+
+
 def restore(dense: nn.Module, key: tuple, fits: Sequence, tails: dict) -> bool:
     """Fill ``fits`` and ``tails`` from a kept capture of ``key``; False when there is none."""
     entries = _CACHE.get(dense)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -156,44 +156,75 @@ class SampledLayer:
     captured: int = 0  # calls whose output had the positions of the first
 
 
-def capture_dense(
-    dense: nn.Module,
-    layers: Sequence[SampledLayer],
-    batches: Sequence[torch.Tensor],
-    per_image: int,
-    generator: torch.Generator,
-) -> None:
-    """One forward pass of ``dense`` over ``batches``: every layer's output at its sampled positions
-    (drawn at its first call, in forward order, so a seed gives the same positions), kept in
-    ``targets``, or, for a layer with ``normal`` set, accumulated with its dense input rows into the
-    normal equations instead (no targets kept: the rows and targets are consumed batch by batch).
-    A layer called other than once per batch is left with ``calls`` saying so."""
-    images = sum(len(x) for x in batches)
-    offset = 0
+class DenseSampling:
+    """The hooks one capture puts on the dense modules of ``layers`` during a pass: each layer's
+    output at its sampled positions (drawn at its first call, in forward order, from
+    ``generator``: a seed gives the same positions), kept in ``targets``, or, for a layer with
+    ``normal`` set, accumulated with its dense input rows into the normal equations instead (no
+    targets kept: rows and targets are consumed batch by batch).
 
-    def keep(layer: SampledLayer, _module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    It reads the first ``images`` images of the pass and ignores the rest, so two captures of
+    different sizes can share one pass (``recon``'s 512 images and ``lsq``'s 1,024:
+    :func:`run_dense`). ``batches`` counts the batches it read; a layer called other than once
+    per such batch is left with ``calls`` saying so, for the caller to drop."""
+
+    def __init__(self, layers: Sequence[SampledLayer], images: int, per_image: int, generator: torch.Generator):
+        self.layers, self.images, self.per_image, self.generator = list(layers), images, per_image, generator
+        self.offset = 0  # images of the pass before the current batch
+        self.batches = 0
+
+    def keep(self, layer: SampledLayer, args: tuple, output: torch.Tensor) -> None:
+        if self.offset >= self.images:
+            return
         layer.calls += 1
         output = channels_first(layer.dense, output)
         if layer.positions is None:
             layer.available = output.shape[2]
-            layer.positions = sample_positions(images, layer.available, per_image, generator)
+            layer.positions = sample_positions(self.images, layer.available, self.per_image, self.generator)
         if output.shape[2] != layer.available:
             return  # the caller drops a layer that did not give one target per batch
         layer.captured += 1
-        positions = layer.positions[offset : offset + len(output)]
-        target = gather_positions(output, positions)
+        take = min(len(output), self.images - self.offset)  # a batch across the limit: its first images
+        positions = layer.positions[self.offset : self.offset + take]
+        target = gather_positions(output[:take], positions)
         if layer.kept_outputs is not None:
             target = target[:, layer.kept_outputs]
         if layer.normal is None:
             layer.targets.append(target.float())
         else:
-            layer.normal.add_layer(layer.dense, args[0], positions, target)
+            layer.normal.add_layer(layer.dense, args[0][:take], positions, target)
 
-    hooks = [s.dense.register_forward_hook(lambda m, a, o, s=s: keep(s, m, a, o)) for s in layers]
+    def install(self) -> list:
+        return [s.dense.register_forward_hook(lambda m, a, o, s=s: self.keep(s, a, o)) for s in self.layers]
+
+    def advance(self, images: int) -> None:
+        if self.offset < self.images:
+            self.batches += 1
+        self.offset += images
+
+
+def run_dense(
+    dense: Callable[[torch.Tensor], torch.Tensor], samplings: Sequence[DenseSampling], batches: Sequence[torch.Tensor]
+) -> None:
+    """One forward pass of ``dense`` over ``batches`` with every sampling's hooks on."""
+    hooks = [hook for sampling in samplings for hook in sampling.install()]
     try:
         for x in batches:
             dense(x)
-            offset += len(x)
+            for sampling in samplings:
+                sampling.advance(len(x))
     finally:
         for hook in hooks:
             hook.remove()
+
+
+def capture_dense(
+    dense: Callable[[torch.Tensor], torch.Tensor],
+    layers: Sequence[SampledLayer],
+    batches: Sequence[torch.Tensor],
+    per_image: int,
+    generator: torch.Generator,
+) -> None:
+    """One forward pass of ``dense`` over ``batches`` that captures ``layers`` (:class:`DenseSampling`)."""
+    images = sum(len(x) for x in batches)
+    run_dense(dense, [DenseSampling(layers, images, per_image, generator)], batches)

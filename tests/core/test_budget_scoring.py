@@ -1,5 +1,5 @@
-"""In budget mode a one-shot criterion is scored once: the fraction search and the plan share its
-scores (iterative and greedy criteria re-score at the found fraction, as their plan does)."""
+"""A run scores a one-shot criterion once: for a budget the fraction search and the plan share its
+scores, and every target of the run shares them (iterative and greedy criteria re-score as their plan does)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,44 @@ def test_a_one_shot_criterion_is_scored_once_for_a_budget(run, monkeypatch):
     # the plan is the ranking of those scores at the fraction found
     ctx = run._scoring_context(L1Norm())
     assert shot.plan == plan_from_scores(run.groups, original(L1Norm(), ctx), shot.ratio, "layerwise")
+
+
+def test_a_run_scores_a_one_shot_criterion_once_for_all_its_targets(monkeypatch):
+    """recon-0.3, recon-0.5 and recon at macs:0.6 share one scoring pass, and each plan is the one
+    the criterion makes on its own (a fresh context, scored anew)."""
+    from pytest_prune.criteria.recon import Reconstruction
+    from pytest_prune.pipeline.budget import PlanCost, plan_for_budget
+
+    run = PruneRun(RunSettings(model="lenet5"))
+    calls = []
+    original = Reconstruction.scores
+    monkeypatch.setattr(Reconstruction, "scores", lambda self, ctx: calls.append(1) or original(self, ctx))
+    shots = {label: run.one_shot("recon", target) for label, target in
+             (("0.3", 0.3), ("0.5", 0.5), ("macs", parse_budget("macs:0.6")))}
+    assert len(calls) == 1
+    assert shots["0.5"].score_seconds < shots["0.3"].score_seconds  # the first target paid for it
+
+    fresh = PruneRun(RunSettings(model="lenet5"))
+    ctx = fresh._scoring_context(Reconstruction())
+    allocation = run.allocation_for("recon", 0.3)
+    assert allocation == "global"  # recon's natural allocation: the cached scores rank across groups
+    for ratio in (0.3, 0.5):
+        assert shots[str(ratio)].plan == Reconstruction().plan(ctx, ratio, allocation)
+        assert shots[str(ratio)].plan.count() > 0
+    cost = PlanCost(fresh.info.model, fresh.groups, fresh.dense_count)
+    plan, _ = plan_for_budget(Reconstruction(), ctx, parse_budget("macs:0.6"), cost, run.allocation_for("recon", "macs0.6"))
+    assert shots["macs"].plan == plan
+    assert len(calls) == 1 + 3  # the fresh plans scored anew, the run did not
+
+
+def test_an_iterative_criterion_still_rescores_at_each_target(monkeypatch):
+    """taylor's plan re-scores between rounds with the earlier removals masked: no scores are kept for it."""
+    from pytest_prune.criteria.taylor import TaylorGuided
+
+    run = PruneRun(RunSettings(model="lenet5"))
+    calls = []
+    original = TaylorGuided.plan
+    monkeypatch.setattr(TaylorGuided, "plan", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    run.one_shot("taylor", 0.3)
+    run.one_shot("taylor", 0.5)
+    assert len(calls) == 2

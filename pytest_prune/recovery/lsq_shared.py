@@ -1,0 +1,97 @@
+"""``lsq``'s dense capture taken in another dense pass of the run: ``recon``'s scoring pass.
+
+``recon`` (:mod:`pytest_prune.criteria.recon`) scores channels from one dense pass over the
+calibration images; ``lsq``, the refit it is made for, starts with one dense pass over the same
+images. When the run will apply ``lsq`` (the plugin's ``--prune-recovery``), the two are one pass:
+``recon``'s hooks and ``lsq``'s ride the same forward, and ``lsq``'s capture is kept
+(:mod:`.lsq_cache`) for the ``lsq`` steps that follow, which then run only their pruned pass. So
+selection and refit cost one dense pass for the run plus one pruned pass per method.
+
+The capture is exactly the one ``lsq`` would take itself: its batches (the first ``lsq:N``
+calibration images, in batches of ``DENSE_BATCH``), its seed and positions, its fx trace for the
+residual tails, and its refit layers, which here are every layer ``lsq`` can refit when each group
+loses channels (what layer-wise plans and most budgets do). A plan that spares a group refits fewer
+layers, draws its positions over those, and so has another cache key: that ``lsq`` misses and takes
+its own dense pass, as it did before, with the same weights either way
+(``tests/recovery/test_lsq_shared.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..data.bundle import DataBundle
+from ..groups import ChannelGroup, is_conv_or_linear
+from . import lsq_cache
+from .base import calibration_images
+from .lsq import LayerFit, LeastSquaresReconstruction, residual_dense_run
+from .lsq_capture import DenseSampling, run_dense
+from .lsq_residual import find_tails, trace
+
+
+class SharedLsqCapture:
+    """The dense capture of one ``lsq`` step of a run, for a criterion's dense pass to take too."""
+
+    def __init__(
+        self, step: LeastSquaresReconstruction, dense: nn.Module, data: DataBundle,
+        groups: Sequence[ChannelGroup], seed: int, device: torch.device,
+    ):
+        self.step, self.dense, self.data, self.groups = step, dense, data, groups
+        self.seed, self.device = seed, device
+
+    def fits(self) -> list[LayerFit]:
+        """The layers ``lsq`` refits when every group loses channels, in its order: the plain
+        ``Conv2d`` and ``Linear`` consumers of the groups (:meth:`~.lsq.LeastSquaresReconstruction.layers_to_fit`)."""
+        consumers = {m.module for g in self.groups for m in g.consumers()}
+        return [
+            LayerFit(name, module)
+            for name, module in self.dense.named_modules()
+            if name in consumers and is_conv_or_linear(module) and self.step.unsupported(module) is None
+        ]
+
+    def run_with(self, samplings: Sequence[DenseSampling], images: Sequence[torch.Tensor]) -> bool:
+        """Run ``samplings`` (which read the images of the batches ``images``, the first of the
+        pass) in ``lsq``'s own dense pass and keep ``lsq``'s capture; False, with nothing run, where
+        that pass does not start with those images or is already kept (the caller runs its own)."""
+        fits = self.fits()
+        batches = calibration_images(self.data, self.step.images, self.step.DENSE_BATCH, self.device, self.step.spec)
+        total = sum(len(x) for x in batches)
+        if not fits or not starts_with(batches, images):
+            return False
+        dense_run, tails = self.dense, {}
+        if self.step.residual:
+            dense_gm, _ = trace(self.dense)
+            if dense_gm is not None:
+                tails = find_tails(dense_gm, {f.name for f in fits})
+                if tails:
+                    dense_run = residual_dense_run(dense_gm, tails, fits)
+        settings = (self.step.positions, self.seed, self.step.DENSE_BATCH, str(self.device))
+        key = lsq_cache.capture_key(self.dense, batches, settings, fits, tails)
+        if lsq_cache.holds(self.dense, key):
+            return False
+        own = DenseSampling(fits, total, self.step.positions, torch.Generator().manual_seed(self.seed))
+        run_dense(dense_run, [own, *samplings], batches)
+        lsq_cache.keep(self.dense, key, fits, tails)
+        return True
+
+
+def starts_with(batches: Sequence[torch.Tensor], images: Sequence[torch.Tensor]) -> bool:
+    """Whether the images of ``batches`` begin with those of ``images`` (both lists of batches,
+    batched differently), compared piece by piece, without concatenating either."""
+    wanted = [x for x in images if len(x)]
+    i = offset = 0  # the next image wanted: wanted[i][offset]
+    for x in batches:
+        start = 0
+        while start < len(x) and i < len(wanted):
+            take = min(len(x) - start, len(wanted[i]) - offset)
+            if not torch.equal(x[start : start + take], wanted[i][offset : offset + take]):
+                return False
+            start, offset = start + take, offset + take
+            if offset == len(wanted[i]):
+                i, offset = i + 1, 0
+        if i == len(wanted):
+            return True
+    return i == len(wanted)
