@@ -15,7 +15,7 @@ totals (separate / shared), and whether every method's compressed weights are eq
 The lsq cache is emptied before each run. Medians over ``--repeats``.
 
     OMP_NUM_THREADS=1 python benchmarks/recon_passes.py [--model cifar-resnet20]
-        [--ratios 0.3,0.5,0.7] [--recovery lsq] [--repeats 3]
+        [--ratios 0.3,0.5,0.7 | macs:0.59,macs:0.45] [--recovery lsq] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pytest_prune.pipeline.run import PruneRun
 from pytest_prune.recovery import lsq_cache
 
 
-def one_run(model: str, ratios: list[float], recovery: str, shared: bool) -> tuple[float, float, list[str]]:
+def one_run(model: str, ratios: list, recovery: str, shared: bool) -> tuple[float, float, list[str]]:
     """(scoring seconds, recovery seconds, compressed digests) of one run of ``recon`` at ``ratios``."""
     lsq_cache._CACHE.clear()
     run = PruneRun(run_settings(model))
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--recovery", default="lsq")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    ratios = [float(r) for r in args.ratios.split(",")]
+    ratios = [r if ":" in r else float(r) for r in args.ratios.split(",")]  # fractions or budgets (macs:0.45)
     seen: dict[str, list[tuple[float, float]]] = {"separate": [], "shared": []}
     digests: dict[str, list[str]] = {}
     for _ in range(args.repeats):
