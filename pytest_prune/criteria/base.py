@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -45,6 +45,9 @@ class ScoringContext:
     # a recovery step of the run whose dense capture may ride a criterion's own dense pass over
     # the calibration images (lsq's, for recon: pytest_prune.recovery.lsq_shared); None: no such step
     shared_dense_pass: SharedDensePass | None = None
+    # the run's one-shot scores of this criterion (scored once, shared by every target): an
+    # iterative plan's first round, on the unpruned model, is exactly them; None: score anew
+    kept_scores: Callable[[], Scores] | None = None
 
 
 class Criterion(ABC):

@@ -123,6 +123,8 @@ class TaylorGuided(Criterion):
 
     def plan(self, ctx: ScoringContext, ratio: float, allocation: Allocation = "layerwise") -> PrunePlan:
         def rescore(removed: PrunePlan) -> Scores:
+            if removed.count() == 0 and ctx.kept_scores is not None:
+                return ctx.kept_scores()  # the first round scores the unpruned model: the run's one-shot scores
             with channels_masked(ctx.model, ctx.groups, removed):
                 return taylor_scores(ctx, self.variant)
 

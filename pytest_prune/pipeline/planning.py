@@ -52,7 +52,7 @@ class Planning:
 
     def _scoring_context(self, criterion: Criterion) -> ScoringContext:
         s = self.settings
-        return ScoringContext(
+        ctx = ScoringContext(
             model=self.info.model,
             groups=self.groups,
             batches=self.calibration if criterion.needs_data else [],
@@ -60,6 +60,8 @@ class Planning:
             device=torch.device(s.device),
             shared_dense_pass=self._shared_lsq() if criterion.needs_data else None,
         )
+        ctx.kept_scores = lambda: self._scores_of(criterion, ctx)
+        return ctx
 
     def _shared_lsq(self) -> SharedLsqCapture | None:
         """The dense capture of the first ``lsq`` step among the run's ``recoveries`` (what the

@@ -57,14 +57,23 @@ def test_a_run_scores_a_one_shot_criterion_once_for_all_its_targets(monkeypatch)
     assert len(calls) == 1 + 3  # the fresh plans scored anew, the run did not
 
 
-def test_an_iterative_criterion_still_rescores_at_each_target(monkeypatch):
-    """taylor's plan re-scores between rounds with the earlier removals masked: no scores are kept for it."""
+def test_an_iterative_criterion_rescores_each_round_but_shares_its_first(monkeypatch):
+    """taylor re-scores between rounds with the earlier removals masked, so only its first round (the
+    unpruned model: the one-shot scores) is shared by the run's targets; the plans are the
+    criterion's own, scored anew."""
+    from pytest_prune.criteria import taylor
     from pytest_prune.criteria.taylor import TaylorGuided
 
-    run = PruneRun(RunSettings(model="lenet5"))
     calls = []
-    original = TaylorGuided.plan
-    monkeypatch.setattr(TaylorGuided, "plan", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    run.one_shot("taylor", 0.3)
-    run.one_shot("taylor", 0.5)
-    assert len(calls) == 2
+    original = taylor.taylor_scores
+    monkeypatch.setattr(taylor, "taylor_scores", lambda ctx, variant="positive": calls.append(1) or original(ctx, variant))
+    run = PruneRun(RunSettings(model="lenet5"))
+    plans = [run.one_shot("taylor", ratio).plan for ratio in (0.3, 0.5)]
+    in_run = len(calls)
+    ctx = PruneRun(RunSettings(model="lenet5"))._scoring_context(TaylorGuided())
+    ctx.kept_scores = None  # the criterion on its own: every round scored
+    del calls[:]
+    alone = [TaylorGuided().plan(ctx, ratio, "global") for ratio in (0.3, 0.5)]
+    assert plans == alone and all(p.count() > 0 for p in plans)
+    assert len(calls) == 8  # 4 rounds at each target
+    assert in_run == 7  # the second target's first round came from the kept scores
