@@ -49,6 +49,7 @@ def one_run(model: str, criterion: str, ratios: list, recovery: str, shared: boo
         scoring += result.score_seconds
         recovering += result.recovery_seconds
         digests.append(result.provenance["compressed_digest"])
+        print(f"    {result.method}: scoring {result.score_seconds:.2f} s, recovery {result.recovery_seconds:.2f} s", flush=True)
     return scoring, recovering, digests
 
 
