@@ -71,4 +71,10 @@ class Criterion(ABC):
 
     def plan(self, ctx: ScoringContext, ratio: float, allocation: Allocation = "layerwise") -> PrunePlan:
         """Choose the channels to remove; one-shot criteria rank their scores once."""
-        return plan_from_scores(ctx.groups, self.scores(ctx), ratio, allocation)
+        return plan_from_scores(ctx.groups, one_shot_scores(self, ctx), ratio, allocation)
+
+
+def one_shot_scores(criterion: Criterion, ctx: ScoringContext) -> Scores:
+    """``criterion``'s scores on the unpruned model: the run's kept ones where ``ctx`` carries them
+    (``kept_scores``), else scored now."""
+    return ctx.kept_scores() if ctx.kept_scores is not None else criterion.scores(ctx)

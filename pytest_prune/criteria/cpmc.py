@@ -16,7 +16,7 @@ from torch import nn
 from ..groups import ChannelGroup, is_conv_or_linear, member_weight_slices
 from ..plan import Allocation, PrunePlan, plan_from_scores
 from ._activations import example_of, one_pass
-from .base import Criterion, ScoringContext, Scores
+from .base import Criterion, ScoringContext, Scores, one_shot_scores
 from .registry import register
 
 
@@ -136,4 +136,4 @@ class CPMC(Criterion):
         return {n: w[i] / (1.0 + self.alpha * f[i] + self.beta * p[i]) for i, n in enumerate(names)}
 
     def plan(self, ctx: ScoringContext, ratio: float, allocation: Allocation = "global") -> PrunePlan:
-        return plan_from_scores(ctx.groups, self.scores(ctx), ratio, allocation)
+        return plan_from_scores(ctx.groups, one_shot_scores(self, ctx), ratio, allocation)

@@ -157,8 +157,9 @@ def capture_consumers(
     module name; a consumer called other than once per batch (shared weights) is left out, as
     ``lsq`` leaves it. The images run in batches of :data:`PASS_BATCH`, ``lsq``'s own, so that
     ``shared`` (a run's ``lsq`` step: :mod:`pytest_prune.recovery.lsq_shared`) can take its dense
-    capture in the same pass; each image's output does not depend on the batching on the CPU
-    kernels tested (``tests/criteria/test_recon.py``)."""
+    capture in the same pass. The two passes give the same scores where an image's output does
+    not depend on its batch: on the CPU kernels measured (LeNet-5, the CIFAR ResNets), and in
+    ``tests/recovery/test_lsq_shared.py``, where a batch crosses recon's limit."""
     layers: dict[str, SampledLayer] = {}
     for g in groups:
         for member, module in refit_consumers(model, g):

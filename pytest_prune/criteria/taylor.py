@@ -17,7 +17,7 @@ from ..masking import channels_masked
 from ..plan import Allocation, PrunePlan
 from ._activations import captured_outputs, channel_maps, eval_mode, example_of, feature_points, point_keys
 from ._iterative import iterative_plan
-from .base import Criterion, ScoringContext, Scores
+from .base import Criterion, ScoringContext, Scores, one_shot_scores
 from .registry import register
 
 Variant = Literal["positive", "plain"]
@@ -123,8 +123,8 @@ class TaylorGuided(Criterion):
 
     def plan(self, ctx: ScoringContext, ratio: float, allocation: Allocation = "layerwise") -> PrunePlan:
         def rescore(removed: PrunePlan) -> Scores:
-            if removed.count() == 0 and ctx.kept_scores is not None:
-                return ctx.kept_scores()  # the first round scores the unpruned model: the run's one-shot scores
+            if removed.count() == 0:  # the first round scores the unpruned model: the one-shot scores
+                return one_shot_scores(self, ctx)
             with channels_masked(ctx.model, ctx.groups, removed):
                 return taylor_scores(ctx, self.variant)
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from ..criteria.base import Criterion, ScoringContext, Scores
+from ..criteria.base import Criterion, ScoringContext, Scores, one_shot_scores
 from ..groups import ChannelGroup
 from ..measure import ModelCount
 from ..plan import Allocation, PrunePlan, kept_options, plan_from_scores, resized_removal, round_plan
@@ -122,7 +122,7 @@ def plan_for_budget(
     it is scored once; iterative and greedy ones plan once more there, re-scoring as they go. The
     plugin's runs and the benchmarks both plan budgets through this function.
     """
-    scores = criterion.scores(ctx) if scores is None else scores
+    scores = one_shot_scores(criterion, ctx) if scores is None else scores
 
     def ranked(ratio: float) -> PrunePlan:
         return round_plan(plan_from_scores(ctx.groups, scores, ratio, allocation), ctx.groups, scores, round_to)
@@ -167,7 +167,7 @@ def plan_at_ratio(
     multiple of ``round_to`` (by the criterion's one-shot scores: :func:`~pytest_prune.plan.round_plan`)."""
     if round_to <= 1:
         return criterion.plan(ctx, ratio, allocation)
-    scores = criterion.scores(ctx)
+    scores = one_shot_scores(criterion, ctx)
     if criterion.plans_from_scores and type(criterion).plan is Criterion.plan:  # scored once
         plan = plan_from_scores(ctx.groups, scores, ratio, allocation)
     else:

@@ -13,7 +13,7 @@ import torch
 from ..allocations import BUDGET_ALLOCATION
 from ..criteria import Criterion, ScoringContext, get_criterion, known_criteria
 from ..criteria.base import Scores
-from ..plan import PrunePlan, plan_from_scores, round_plan
+from ..plan import PrunePlan
 from ..recovery import parse_recovery
 from ..recovery.lsq import LeastSquaresReconstruction
 from ..recovery.lsq_shared import SharedLsqCapture
@@ -79,8 +79,10 @@ class Planning:
         """``criterion``'s one-shot scores, computed at its first target of the run and kept for the
         others: they depend on the model, groups, calibration batches and seed, which a run holds
         fixed, and not on the ratio, so ``recon-0.3``, ``recon-0.5`` and ``recon-0.7`` share one
-        scoring pass (the first method's ``score_seconds`` pays it). Iterative and greedy criteria
-        (``plans_from_scores`` false) still re-score inside their own ``plan``."""
+        scoring pass (the first method's ``score_seconds`` pays it). Every ``ScoringContext`` of the
+        run carries it as ``kept_scores``, which ``Criterion.plan``, the budget search and
+        ``taylor``'s first round read (``criteria.base.one_shot_scores``); iterative and greedy
+        criteria still re-score their later rounds inside their own ``plan``."""
         if criterion.name not in self._scores:
             self._scores[criterion.name] = criterion.scores(ctx)
         return self._scores[criterion.name]
@@ -92,16 +94,10 @@ class Planning:
         if allocation == "sensitivity":
             return self._plan_by_sensitivity(criterion, ctx, target)
         round_to = self.settings.round_to  # --prune-round-to: kept counts multiples of it
-        one_shot = criterion.plans_from_scores and type(criterion).plan is Criterion.plan
         if isinstance(target, float):
-            if one_shot:  # what Criterion.plan and plan_at_ratio do, on the kept scores
-                scores = self._scores_of(criterion, ctx)
-                return round_plan(plan_from_scores(self.groups, scores, target, allocation), self.groups,
-                                  scores, round_to), target
             return plan_at_ratio(criterion, ctx, target, allocation, round_to), target  # type: ignore[arg-type]
         cost = PlanCost(self.info.model, self.groups, self.dense_count)
-        return plan_for_budget(criterion, ctx, target, cost, allocation,  # type: ignore[arg-type]
-                               scores=self._scores_of(criterion, ctx), round_to=round_to)
+        return plan_for_budget(criterion, ctx, target, cost, allocation, round_to=round_to)  # type: ignore[arg-type]
 
     def _plan_by_sensitivity(self, criterion: Criterion, ctx: ScoringContext, target: Target) -> tuple[PrunePlan, float]:
         """The plan of the ``sensitivity`` allocation (:mod:`pytest_prune.sensitivity`): the

@@ -46,6 +46,7 @@ def test_a_run_scores_a_one_shot_criterion_once_for_all_its_targets(monkeypatch)
 
     fresh = PruneRun(RunSettings(model="lenet5"))
     ctx = fresh._scoring_context(Reconstruction())
+    ctx.kept_scores = None  # the criterion on its own: scored at every plan
     allocation = run.allocation_for("recon", 0.3)
     assert allocation == "global"  # recon's natural allocation: the cached scores rank across groups
     for ratio in (0.3, 0.5):
