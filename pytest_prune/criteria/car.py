@@ -11,10 +11,12 @@ Three paths, each tested against the one before:
 * the **prefix replay** (``delta=False``): per group, the network up to its producers runs once
   per batch and is replayed from a cache (:mod:`._prefix_cache`); only the rest runs per
   candidate, ``copies`` candidates per pass (the batch stacked, forward hooks at the producers
-  zeroing another channel in each copy). Bit for bit the reference's numbers: zeroing a
-  producer's output channel gives exactly the zeros that zeroing its weights gives, its other
-  channels do not depend on that channel's weights, and on CPU a sample's result does not depend
-  on its batch (on a GPU, kernels chosen per batch size may move the loss in its last bits);
+  zeroing another channel in each copy). The reference's numbers wherever a sample's result does
+  not depend on its batch: zeroing a producer's output channel gives exactly the zeros that
+  zeroing its weights gives, and its other channels do not depend on that channel's weights. Bit
+  for bit on the CPUs this project was measured on before; kernels chosen per batch size (a
+  GPU's, MKL's sgemm on an AVX-512 Xeon) move a loss in its last bits (about 1e-7), which can
+  reorder only channels whose losses agree to that rounding;
 * the **consumer delta** (the default, where it applies: a group read by one plain conv or linear
   layer, :mod:`._consumer_delta`): the consumer's output is stored too, and a candidate subtracts
   its channel's share of it, so only what follows the consumer runs per candidate. Equal to the
@@ -23,7 +25,7 @@ Three paths, each tested against the one before:
 Cost (CPU): a late group's candidate costs a small fraction of a full pass, an early one's nearly
 a full one under the prefix replay, less under the consumer delta. Unless ``copies`` is given, a
 pass stacks more candidates (up to 64) while its stored tensors stay small: after a late group a
-pass is mostly call overhead, and on a CPU a sample's result does not depend on its batch.
+pass is mostly call overhead.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class CarScorer:
         self._fixed_copies = copies is not None  # else cheap passes (a late group) stack more
         self._cache_key: tuple | None = None
         self._cache: list[PrefixCache] = []
-        # delta=False: every candidate from its producers, bit for bit the reference's numbers
+        # delta=False: every candidate from its producers, the reference's numbers (module docstring)
         self._deltas = ConsumerDeltas(model, [x for x, _ in self.batches]) if fast and delta else None
 
     def index(self, removed: PrunePlan | None = None, candidates: Mapping[str, Sequence[int]] | None = None) -> CarIndex:

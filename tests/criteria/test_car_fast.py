@@ -1,5 +1,6 @@
-"""The fast CAR paths equal the reference: the prefix replay (stacked per-sample masks) bit for bit,
-the consumer delta up to float rounding, with the same plans."""
+"""The fast CAR paths equal the reference: the prefix replay (stacked per-sample masks) up to the
+rounding a batch's size can bring (bit for bit where the CPU's kernels are batch-invariant:
+``car_equality``), the consumer delta up to float rounding, with the same plans."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pytest_prune.criteria._prefix_cache import PrefixCache
 from pytest_prune.models.cifar_resnet import CifarResNet
 from pytest_prune.plan import PrunePlan
 from pytest_prune.surgery import find_channel_groups
+
+from car_equality import REPLAY_ATOL, assert_close_losses, assert_same_counts_close_losses
 
 
 def _residual_net() -> tuple[nn.Module, list, list]:
@@ -41,7 +44,7 @@ def test_fast_and_reference_scores_are_identical_on_the_tiny_net(tiny):
     fast = car_scores(tiny.model, tiny.groups, tiny.batches, fast=True, copies=5, delta=False)
     ref = car_scores_reference(tiny.model, tiny.groups, tiny.batches)
     for g in tiny.groups:
-        assert torch.equal(fast[g.name], ref[g.name]), g.name
+        assert_close_losses(fast[g.name], ref[g.name], g.name)
 
 
 def test_fast_and_reference_are_identical_on_a_residual_net(residual):
@@ -53,10 +56,8 @@ def test_fast_and_reference_are_identical_on_a_residual_net(residual):
     candidates[groups[-1].name] = [c for c in candidates[groups[-1].name] if c != 1]
     fast = car_index(model, groups, batches, fast=True, removed=removed, candidates=candidates, copies=4, delta=False)
     ref = car_index(model, groups, batches, fast=False, removed=removed, candidates=candidates)
-    for g in groups:  # NaN marks channels that were not candidates, the same in both
-        for a, b in ((fast.accuracy_drop, ref.accuracy_drop), (fast.loss_increase, ref.loss_increase)):
-            assert torch.equal(a[g.name].isnan(), b[g.name].isnan()), g.name
-            assert torch.equal(a[g.name].nan_to_num(), b[g.name].nan_to_num()), g.name
+    # NaN marks channels that were not candidates, the same in both
+    assert_same_counts_close_losses(fast, ref, [g.name for g in groups])
     # the scores are not trivially equal: removals do change the loss
     assert any(float(fast.loss_increase[g.name].nan_to_num(0).abs().max()) > 0 for g in groups)
 
@@ -82,7 +83,7 @@ def test_prefix_replay_reproduces_the_forward_pass(residual):
         assert "layer3.0.conv2" not in cache.replay_plan  # the consumer: where the cut is
         assert torch.equal(cache.run(x), full)
         stacked = cache.run(x.repeat(3, 1, 1, 1), copies=3)
-    assert torch.equal(stacked, full.repeat(3, 1))
+    assert torch.allclose(stacked, full.repeat(3, 1), rtol=0, atol=REPLAY_ATOL)  # a batch's rounding
     assert "forward" not in model.layer1.__dict__  # stubs removed
 
 
@@ -148,8 +149,7 @@ def test_replay_survives_in_place_operations_and_containers_holding_producers():
     batches = [(torch.randn(5, 3, 8, 8, generator=gen), torch.randint(0, 3, (5,), generator=gen))]
     fast = car_index(model, groups, batches, fast=True, copies=3)
     ref = car_index(model, groups, batches, fast=False)
-    for g in groups:
-        assert torch.equal(fast.loss_increase[g.name], ref.loss_increase[g.name]), g.name
+    assert_same_counts_close_losses(fast, ref, [g.name for g in groups])
     cache = PrefixCache(model, {"stem.0", "stem.1"}, batches[0][0])
     assert "stem.0" in cache.replay_plan  # entered, producer replayed with its hooks
 
@@ -163,5 +163,4 @@ def test_a_reused_scorer_stays_exact_as_its_own_group_loses_channels(tiny):
         plan = PrunePlan({"conv1": removed})
         candidates = {"conv1": [c for c in range(12) if c not in removed]}
         a, b = fast.index(plan, candidates), ref.index(plan, candidates)
-        assert torch.equal(a.loss_increase["conv1"].nan_to_num(), b.loss_increase["conv1"].nan_to_num()), removed
-        assert torch.equal(a.accuracy_drop["conv1"].nan_to_num(), b.accuracy_drop["conv1"].nan_to_num()), removed
+        assert_same_counts_close_losses(a, b, ["conv1"])

@@ -17,6 +17,8 @@ from pytest_prune.groups import ChannelGroup
 from pytest_prune.plan import PrunePlan
 from pytest_prune.surgery import find_channel_groups
 
+from car_equality import REPLAY_ATOL, assert_same_counts_close_losses
+
 RATIOS = (0.25, 0.4, 0.6)
 
 
@@ -167,9 +169,7 @@ def test_function_level_replay_is_exact_on_a_functional_cnn(functional):
     candidates = {g.name: [c for c in range(g.size) if c not in removed.remove.get(g.name, ())] for g in groups}
     fast = car_index(model, groups, batches, fast=True, removed=removed, candidates=candidates, copies=3)
     ref = car_index(model, groups, batches, fast=False, removed=removed, candidates=candidates)
-    for g in groups:
-        assert torch.equal(fast.loss_increase[g.name].nan_to_num(), ref.loss_increase[g.name].nan_to_num()), g.name
-        assert torch.equal(fast.accuracy_drop[g.name].nan_to_num(), ref.accuracy_drop[g.name].nan_to_num()), g.name
+    assert_same_counts_close_losses(fast, ref, [g.name for g in groups])
     assert float(fast.loss_increase["fc1"].nan_to_num().abs().max()) > 0
 
 
@@ -182,7 +182,7 @@ def test_function_level_replay_skips_the_pooling_before_the_producer(functional)
         with _CountPooling() as counter:
             stacked = cache.run(x.repeat(2, 1, 1, 1), copies=2)
     assert counter.pools == 0  # both poolings come from the cache
-    assert torch.equal(stacked, full.repeat(2, 1))
+    assert torch.allclose(stacked, full.repeat(2, 1), rtol=0, atol=REPLAY_ATOL)  # a batch's rounding
     with torch.no_grad():
         modules_only = PrefixCache(model, {"fc1"}, x, functions=False)
         with _CountPooling() as counter:  # module calls only: both poolings run again
