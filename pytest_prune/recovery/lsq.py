@@ -46,9 +46,11 @@ network up to layer k for every k costs O(depth²) layer evaluations. Instead:
    a pre-forward hook on each refit layer receives that layer's complete input, fits the layer and
    writes its new weights before the layer runs, so every later layer sees the corrected input.
 
-Pass 1 is skipped where an earlier ``lsq`` of the run refit the same layers of the same dense
-model on the same images, or where ``recon``'s scoring pass took it (:mod:`.lsq_shared`): the
-capture is kept at full width (:mod:`.lsq_cache`), which gives the same weights bit for bit.
+Pass 1 captures every layer any plan over the run's groups can refit, not only this plan's
+(:mod:`.lsq_dense`: the positions are drawn in forward order over those, so they do not depend on
+which groups the plan spares), and is skipped where an earlier ``lsq`` of the run took it on the
+same dense model and images, or ``recon``'s scoring pass did (:mod:`.lsq_shared`): the capture is
+kept at full width (:mod:`.lsq_cache`), which gives the same weights bit for bit.
 
 That is two forward passes plus one fit per layer (``images × positions`` rows of width ``D``:
 O(images · positions · D²) to accumulate, O(D³) to solve). The price is memory: pass 2 holds the
@@ -62,7 +64,6 @@ forward pass over the same images; peak memory about 0.5 GB above the models and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -85,8 +86,9 @@ from .lsq_capture import (  # noqa: F401  (the rows, positions and widths are re
     sample_positions,
     squared_error,
 )
-from . import lsq_cache
-from .lsq_residual import DenseAddCapture, PrunedTailRefit, Tail, find_tails, trace
+from . import lsq_cache, lsq_dense
+from .lsq_dense import why_not_refit
+from .lsq_residual import PrunedTailRefit, Tail, find_tails, trace
 from .registry import register
 
 
@@ -110,21 +112,6 @@ class LayerFit(SampledLayer):
     pruned: nn.Module | None = None
     reached: bool = False  # the pruned pass got to it
     fitted: bool = False
-
-
-def residual_dense_run(
-    dense_gm: torch.fx.GraphModule, tails: dict[str, Tail], fits: list[LayerFit]
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The dense pass on the fx trace, keeping each tail's other operand at its sampled positions."""
-    by_name = {f.name: f for f in fits}
-    seen = [0]
-
-    def dense_run(x: torch.Tensor) -> torch.Tensor:
-        out = DenseAddCapture(dense_gm, tails, by_name, lambda: seen[0]).run(x)
-        seen[0] += len(x)
-        return out
-
-    return dense_run
 
 
 @register
@@ -200,14 +187,7 @@ class LeastSquaresReconstruction(RecoveryStep):
 
     @staticmethod
     def unsupported(module: nn.Module) -> str | None:
-        if not isinstance(module, (nn.Conv2d, nn.Linear)):
-            return f"only Conv2d and Linear layers are refit, this is {type(module).__name__}"
-        if isinstance(module, nn.Conv2d) and module.groups != 1:
-            return (
-                f"grouped convolution (groups={module.groups}): each output sees only its own "
-                "group of inputs, which one least-squares fit over all inputs does not respect"
-            )
-        return None
+        return why_not_refit(module)
 
     # -- the two passes -------------------------------------------------------------------------
     def apply(self, ctx: RecoveryContext) -> StepReport:
@@ -218,13 +198,12 @@ class LeastSquaresReconstruction(RecoveryStep):
             return report
         batches = calibration_inputs(ctx, self.images, self.DENSE_BATCH, self.spec)
         images = sum(len(x) for x in batches)
-        generator = torch.Generator().manual_seed(ctx.seed)
 
         with modes_kept(ctx.dense, ctx.model), torch.no_grad():
             ctx.dense.eval()
             ctx.model.eval()
-            dense_run, pruned_run, tails = self.residual_runs(ctx, fits, report)
-            self.dense_capture(ctx, dense_run, fits, tails, batches, images, generator)
+            pruned_run, tails = self.residual_runs(ctx, fits, report)
+            self.dense_capture(ctx, fits, tails, batches)
             fits = self.check_calls(fits, len(batches), report)
             pruned_run(fits, torch.cat(batches), report)
 
@@ -239,9 +218,10 @@ class LeastSquaresReconstruction(RecoveryStep):
         return report
 
     def residual_runs(self, ctx: RecoveryContext, fits: list[LayerFit], report: StepReport):
-        """How the two passes run: plainly, or on fx traces that correct the residual tails'
-        targets (:mod:`.lsq_residual`) when ``residual`` is on and both models trace alike."""
-        plain = (ctx.dense, lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report), {})
+        """How the pruned pass runs, and the residual tails it corrects: plainly, or on the fx
+        trace that corrects the tails' targets (:mod:`.lsq_residual`) when ``residual`` is on and
+        both models trace alike."""
+        plain = (lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report), {})
         if not self.residual:
             return plain
         (dense_gm, why), (pruned_gm, why_pruned) = trace(ctx.dense), trace(ctx.model)
@@ -263,41 +243,26 @@ class LeastSquaresReconstruction(RecoveryStep):
             kept_tails = {k: t for k, t in tails.items() if k in names}
             self.pruned_pass(pruned_gm, kept, x, report, kept_tails)
 
-        return residual_dense_run(dense_gm, tails, fits), pruned_run, tails
+        return pruned_run, tails
 
     def dense_capture(
-        self,
-        ctx: RecoveryContext,
-        dense_run: Callable[[torch.Tensor], torch.Tensor],
-        fits: list[LayerFit],
-        tails: dict[str, Tail],
-        batches: list[torch.Tensor],
-        images: int,
-        generator: torch.Generator,
+        self, ctx: RecoveryContext, fits: list[LayerFit], tails: dict[str, Tail], batches: list[torch.Tensor]
     ) -> None:
-        """The dense pass at full width, or the same capture kept from an earlier ``lsq`` of this
-        run (:mod:`.lsq_cache`), then cut down to the dense outputs each layer still has."""
-        surviving = {f.name: f.kept_outputs for f in fits}
-        for f in fits:
-            f.kept_outputs = None
-        key = lsq_cache.capture_key(
-            ctx.dense, batches, (self.positions, ctx.seed, self.DENSE_BATCH, str(ctx.device)), fits, tails
+        """Fill ``fits`` and ``tails`` from the run's dense capture (:mod:`.lsq_dense`: the same
+        for every plan over ``ctx.groups``), kept from an earlier ``lsq`` or ``recon``'s pass
+        (:mod:`.lsq_cache`) or taken now, then cut down to the dense outputs each layer still has."""
+        capture = lsq_dense.dense_capture(
+            ctx.dense, ctx.groups, [f.name for f in fits], batches, self.capture_settings(ctx.seed, ctx.device),
+            self.residual,
         )
-        if not lsq_cache.restore(ctx.dense, key, fits, tails):
-            self.dense_pass(dense_run, fits, batches, images, generator)
-            lsq_cache.keep(ctx.dense, key, fits, tails)
-        lsq_cache.select_kept(fits, tails, surviving)
+        if not lsq_cache.restore(ctx.dense, capture.key, fits, tails):
+            capture.take(ctx.dense, batches, self.positions, ctx.seed)
+            lsq_cache.fill(fits, tails, capture.layers, capture.tails)
+        lsq_cache.select_kept(fits, tails)
 
-    def dense_pass(
-        self,
-        dense: Callable[[torch.Tensor], torch.Tensor],
-        fits: list[LayerFit],
-        batches: list[torch.Tensor],
-        images: int,
-        generator: torch.Generator,
-    ) -> None:
-        """Keep every refit layer's dense output at its sampled positions, batch by batch."""
-        capture_dense(dense, fits, batches, self.positions, generator)
+    def capture_settings(self, seed: int, device: torch.device) -> tuple:
+        """What, besides the model, images, layers and tails, the dense capture depends on."""
+        return self.positions, seed, self.DENSE_BATCH, str(device)
 
     @staticmethod
     def check_calls(fits: list[LayerFit], batches: int, report: StepReport) -> list[LayerFit]:

@@ -1,15 +1,14 @@
 """The dense half of ``lsq``, kept for the next ``lsq`` of the same run: one dense pass serves every
-method whose refit reads the same layers.
+method of the run.
 
-What ``lsq``'s dense pass captures (each refit layer's dense outputs at its sampled positions, and
-each residual tail's other operand there) depends only on the dense model, the calibration images,
-the seed, the positions per image, the ordered list of refit layers (positions are drawn in forward
-order) and the residual tails; not on which output channels survive, because the capture is kept
-at full width and the surviving columns are selected afterwards (the same values as selecting
-first). ``l1-0.3+lsq``, ``l1-0.5+lsq`` and ``random-0.5+lsq`` (layer-wise: every group loses
-channels) refit the same layers: the second and third reuse the first's pass, with bit-identical
-weights (``tests/recovery/test_lsq_cache.py``); a globally allocated criterion that spares a group
-at one ratio refits other layers there, and misses.
+What ``lsq``'s dense pass captures (:mod:`.lsq_dense`: the dense outputs, at sampled positions, of
+every layer any plan over the run's groups can refit, and each residual tail's other operand there)
+depends only on the dense model, the calibration images, the seed, the positions per image, the
+captured layers and the residual tails; not on the plan, because the layers are those of every
+plan, and not on which output channels survive, because the capture is kept at full width and each
+refit takes its layers' surviving columns afterwards (the same values as selecting first).
+``l1-0.3+lsq``, ``l1-0.5+lsq``, ``random-0.5+lsq`` and a global plan that spares a whole group all
+read the first one's pass, with bit-identical weights (``tests/recovery/test_lsq_cache.py``).
 
 The cache is keyed by the dense model *object* (weakly: it goes with the model), and within it by
 the state's tensor identities and version counters (an in-place change of a weight, a loaded
@@ -23,7 +22,7 @@ from __future__ import annotations
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -74,36 +73,44 @@ def restore(dense: nn.Module, key: tuple, fits: Sequence, tails: dict) -> bool:
         return False
     layers, others = entries[key]
     entries.move_to_end(key)
+    _fill(fits, tails, layers, others)
+    return True
+
+
+def fill(fits: Sequence, tails: dict, layers: Sequence, captured_tails: dict) -> None:
+    """Fill ``fits`` and ``tails`` (some of those captured) from a capture just taken."""
+    _fill(fits, tails, {layer.name: layer for layer in layers}, {n: t.dense_other for n, t in captured_tails.items()})
+
+
+def _fill(fits: Sequence, tails: dict, layers: dict, others: dict) -> None:
     for fit in fits:
         kept = layers[fit.name]
         fit.positions, fit.available = kept.positions, kept.available
         fit.targets, fit.calls, fit.captured = list(kept.targets), kept.calls, kept.captured
     for name, tail in tails.items():
         tail.dense_other = list(others[name])
-    return True
 
 
-def keep(dense: nn.Module, key: tuple, fits: Sequence, tails: dict) -> None:
-    """Keep what the dense pass captured in ``fits`` and ``tails`` (at full width) for ``key``."""
-    layers = {f.name: Capture(f.positions, f.available, list(f.targets), f.calls, f.captured) for f in fits}
+def keep(dense: nn.Module, key: tuple, layers: Sequence, tails: dict) -> None:
+    """Keep what the dense pass captured in ``layers`` and ``tails`` (at full width) for ``key``."""
+    kept = {f.name: Capture(f.positions, f.available, list(f.targets), f.calls, f.captured) for f in layers}
     others = {name: list(tail.dense_other) for name, tail in tails.items()}
-    size = sum(t.numel() * t.element_size() for c in layers.values() for t in c.targets)
+    size = sum(t.numel() * t.element_size() for c in kept.values() for t in c.targets)
     size += sum(t.numel() * t.element_size() for parts in others.values() for t in parts)
     if size > MAX_BYTES:
         return
     entries = _CACHE.setdefault(dense, OrderedDict())
-    entries[key] = (layers, others)
+    entries[key] = (kept, others)
     while len(entries) > KEPT_ENTRIES:
         entries.popitem(last=False)
 
 
-def select_kept(fits: Sequence, tails: dict, kept: dict[str, Any]) -> None:
-    """Cut the full-width captures down to each layer's surviving dense outputs."""
+def select_kept(fits: Sequence, tails: dict) -> None:
+    """Cut the full-width captures down to each layer's surviving dense outputs (``kept_outputs``)."""
+    kept = {fit.name: fit.kept_outputs for fit in fits}
     for fit in fits:
-        columns = kept.get(fit.name)
-        fit.kept_outputs = columns
-        if columns is not None:
-            fit.targets = [t[:, columns] for t in fit.targets]
+        if fit.kept_outputs is not None:
+            fit.targets = [t[:, fit.kept_outputs] for t in fit.targets]
     for name, tail in tails.items():
         columns = kept.get(tail.layer)
         if columns is not None:

@@ -7,13 +7,11 @@ images. When the run will apply ``lsq`` (the plugin's ``--prune-recovery``), the
 (:mod:`.lsq_cache`) for the ``lsq`` steps that follow, which then run only their pruned pass. So
 selection and refit cost one dense pass for the run plus one pruned pass per method.
 
-The capture is exactly the one ``lsq`` would take itself: its batches (the first ``lsq:N``
-calibration images, in batches of ``DENSE_BATCH``), its seed and positions, its fx trace for the
-residual tails, and its refit layers, which here are every layer ``lsq`` can refit when each group
-loses channels (what layer-wise plans and most budgets do). A plan that spares a group refits fewer
-layers, draws its positions over those, and so has another cache key: that ``lsq`` misses and takes
-its own dense pass, as it did before, with the same weights either way
-(``tests/recovery/test_lsq_shared.py``).
+The capture is exactly the one ``lsq`` would take itself (:mod:`.lsq_dense`): its batches (the
+first ``lsq:N`` calibration images, in batches of ``DENSE_BATCH``), its seed and positions, its fx
+trace for the residual tails, and its layers, which are every layer ``lsq`` can refit over the
+run's groups, whatever the plan spares; so every ``lsq`` of the run hits, with the same weights as
+its own pass would give (``tests/recovery/test_lsq_shared.py``).
 """
 
 from __future__ import annotations
@@ -24,12 +22,12 @@ import torch
 from torch import nn
 
 from ..data.bundle import DataBundle
-from ..groups import ChannelGroup, is_conv_or_linear
+from ..groups import ChannelGroup
 from . import lsq_cache
 from .base import calibration_images
-from .lsq import LayerFit, LeastSquaresReconstruction, residual_dense_run
+from .lsq import LeastSquaresReconstruction
 from .lsq_capture import DenseSampling, run_dense
-from .lsq_residual import find_tails, trace
+from .lsq_dense import dense_capture
 
 
 class SharedLsqCapture:
@@ -42,39 +40,20 @@ class SharedLsqCapture:
         self.step, self.dense, self.data, self.groups = step, dense, data, groups
         self.seed, self.device = seed, device
 
-    def fits(self) -> list[LayerFit]:
-        """The layers ``lsq`` refits when every group loses channels, in its order: the plain
-        ``Conv2d`` and ``Linear`` consumers of the groups (:meth:`~.lsq.LeastSquaresReconstruction.layers_to_fit`)."""
-        consumers = {m.module for g in self.groups for m in g.consumers()}
-        return [
-            LayerFit(name, module)
-            for name, module in self.dense.named_modules()
-            if name in consumers and is_conv_or_linear(module) and self.step.unsupported(module) is None
-        ]
-
     def run_with(self, samplings: Sequence[DenseSampling], images: Sequence[torch.Tensor]) -> bool:
         """Run ``samplings`` (which read the images of the batches ``images``, the first of the
         pass) in ``lsq``'s own dense pass and keep ``lsq``'s capture; False, with nothing run, where
         that pass does not start with those images or is already kept (the caller runs its own)."""
-        fits = self.fits()
         batches = calibration_images(self.data, self.step.images, self.step.DENSE_BATCH, self.device, self.step.spec)
+        capture = dense_capture(
+            self.dense, self.groups, (), batches, self.step.capture_settings(self.seed, self.device), self.step.residual
+        )
+        if not capture.layers or not starts_with(batches, images) or lsq_cache.holds(self.dense, capture.key):
+            return False
         total = sum(len(x) for x in batches)
-        if not fits or not starts_with(batches, images):
-            return False
-        dense_run, tails = self.dense, {}
-        if self.step.residual:
-            dense_gm, _ = trace(self.dense)
-            if dense_gm is not None:
-                tails = find_tails(dense_gm, {f.name for f in fits})
-                if tails:
-                    dense_run = residual_dense_run(dense_gm, tails, fits)
-        settings = (self.step.positions, self.seed, self.step.DENSE_BATCH, str(self.device))
-        key = lsq_cache.capture_key(self.dense, batches, settings, fits, tails)
-        if lsq_cache.holds(self.dense, key):
-            return False
-        own = DenseSampling(fits, total, self.step.positions, torch.Generator().manual_seed(self.seed))
-        run_dense(dense_run, [own, *samplings], batches)
-        lsq_cache.keep(self.dense, key, fits, tails)
+        own = DenseSampling(capture.layers, total, self.step.positions, torch.Generator().manual_seed(self.seed))
+        run_dense(capture.run, [own, *samplings], batches)
+        lsq_cache.keep(self.dense, capture.key, capture.layers, capture.tails)
         return True
 
 

@@ -9,7 +9,7 @@ import torch
 from hand_pruned import randomise_bn, tiny_bundle
 from pytest_prune.criteria import ScoringContext, get_criterion
 from pytest_prune.models.cifar_resnet import cifar_resnet
-from pytest_prune.plan import plan_layerwise
+from pytest_prune.plan import PrunePlan, plan_layerwise
 from pytest_prune.recovery import lsq_cache, parse_recovery
 from pytest_prune.surgery import find_channel_groups, prune_model
 
@@ -76,3 +76,28 @@ def test_a_changed_dense_model_or_other_images_miss():
         assert calls[0] > 0
     finally:
         hook.remove()
+
+
+def test_a_plan_that_spares_a_group_reads_the_same_capture_with_its_own_weights():
+    """Positions are drawn over every layer any plan can refit (pytest_prune.recovery.lsq_dense),
+    so a plan that spares a whole group refits from the capture a layer-wise plan took, with the
+    weights its own pass gives, and the run keeps one capture for both."""
+    dense, groups, pruned, data = _setup()
+    full_model, full_plan = pruned(0.5)
+    spared = PrunePlan({k: v for k, v in full_plan.remove.items() if k != groups[0].name})
+    example = torch.randn((2,) + SHAPE, generator=torch.Generator().manual_seed(0))
+    at_spared = prune_model(dense, groups, spared, example), spared
+    lsq_cache._CACHE.clear()
+    alone = _lsq(dense, groups, at_spared, data)
+
+    lsq_cache._CACHE.clear()
+    _lsq(dense, groups, (full_model, full_plan), data)
+    calls, hook = _dense_calls(dense)
+    try:
+        reused = _lsq(dense, groups, at_spared, data)
+    finally:
+        hook.remove()
+    assert calls[0] == 0 and len(lsq_cache._CACHE[dense]) == 1
+    for (name, a), b in zip(alone.state_dict().items(), reused.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(a, b) for a, b in zip(alone.state_dict().values(), at_spared[0].state_dict().values()))
