@@ -202,8 +202,12 @@ class LeastSquaresReconstruction(RecoveryStep):
         with modes_kept(ctx.dense, ctx.model), torch.no_grad():
             ctx.dense.eval()
             ctx.model.eval()
-            pruned_run, tails = self.residual_runs(ctx, fits, report)
-            self.dense_capture(ctx, fits, tails, batches)
+            capture = lsq_dense.dense_capture(
+                ctx.dense, ctx.groups, [f.name for f in fits], batches,
+                per_image=self.positions, seed=ctx.seed, device=ctx.device, residual=self.residual,
+            )
+            pruned_run, tails = self.residual_runs(ctx, fits, capture, report)
+            self.dense_targets(ctx, capture, fits, tails, batches)
             fits = self.check_calls(fits, len(batches), report)
             pruned_run(fits, torch.cat(batches), report)
 
@@ -217,19 +221,20 @@ class LeastSquaresReconstruction(RecoveryStep):
         )
         return report
 
-    def residual_runs(self, ctx: RecoveryContext, fits: list[LayerFit], report: StepReport):
+    def residual_runs(
+        self, ctx: RecoveryContext, fits: list[LayerFit], capture: lsq_dense.DenseCapture, report: StepReport
+    ):
         """How the pruned pass runs, and the residual tails it corrects: plainly, or on the fx
         trace that corrects the tails' targets (:mod:`.lsq_residual`) when ``residual`` is on and
-        both models trace alike."""
+        both models trace alike (the dense model's tails are the capture's)."""
         plain = (lambda fits, x, report: self.pruned_pass(ctx.model, fits, x, report), {})
         if not self.residual:
             return plain
-        (dense_gm, why), (pruned_gm, why_pruned) = trace(ctx.dense), trace(ctx.model)
-        if dense_gm is None or pruned_gm is None:
-            report.notes.append(f"residual correction off: {why or why_pruned}")
+        pruned_gm, why_pruned = trace(ctx.model)
+        if capture.untraced is not None or pruned_gm is None:
+            report.notes.append(f"residual correction off: {capture.untraced or why_pruned}")
             return plain
-        names = {f.name for f in fits}
-        dense_tails, tails = find_tails(dense_gm, names), find_tails(pruned_gm, names)
+        dense_tails, tails = capture.tails, find_tails(pruned_gm, {f.name for f in fits})
         tails = {k: t for k, t in tails.items() if k in dense_tails and dense_tails[k].where == t.where}
         if not tails:
             return plain
@@ -245,24 +250,18 @@ class LeastSquaresReconstruction(RecoveryStep):
 
         return pruned_run, tails
 
-    def dense_capture(
-        self, ctx: RecoveryContext, fits: list[LayerFit], tails: dict[str, Tail], batches: list[torch.Tensor]
+    @staticmethod
+    def dense_targets(
+        ctx: RecoveryContext, capture: lsq_dense.DenseCapture, fits: list[LayerFit], tails: dict[str, Tail],
+        batches: list[torch.Tensor],
     ) -> None:
         """Fill ``fits`` and ``tails`` from the run's dense capture (:mod:`.lsq_dense`: the same
         for every plan over ``ctx.groups``), kept from an earlier ``lsq`` or ``recon``'s pass
         (:mod:`.lsq_cache`) or taken now, then cut down to the dense outputs each layer still has."""
-        capture = lsq_dense.dense_capture(
-            ctx.dense, ctx.groups, [f.name for f in fits], batches, self.capture_settings(ctx.seed, ctx.device),
-            self.residual,
-        )
         if not lsq_cache.restore(ctx.dense, capture.key, fits, tails):
-            capture.take(ctx.dense, batches, self.positions, ctx.seed)
+            capture.take(ctx.dense, batches)
             lsq_cache.fill(fits, tails, capture.layers, capture.tails)
         lsq_cache.select_kept(fits, tails)
-
-    def capture_settings(self, seed: int, device: torch.device) -> tuple:
-        """What, besides the model, images, layers and tails, the dense capture depends on."""
-        return self.positions, seed, self.DENSE_BATCH, str(device)
 
     @staticmethod
     def check_calls(fits: list[LayerFit], batches: int, report: StepReport) -> list[LayerFit]:

@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from ..groups import ChannelGroup, is_conv_or_linear
 from . import lsq_cache
-from .lsq_capture import SampledLayer, capture_dense
+from .lsq_capture import DenseSampling, SampledLayer, run_dense
 from .lsq_residual import DenseAddCapture, Tail, find_tails, trace
 
 
@@ -81,27 +81,34 @@ class DenseCapture:
     tails: dict[str, Tail]  # every captured layer that ends a residual branch (residual targets on)
     run: Callable[[torch.Tensor], torch.Tensor]
     key: tuple
+    per_image: int  # positions sampled per image
+    seed: int  # seeds the generator the positions are drawn from
+    untraced: str | None = None  # why fx could not trace the dense model (residual targets asked)
 
-    def take(self, dense: nn.Module, batches: Sequence[torch.Tensor], per_image: int, seed: int) -> None:
-        """Run the pass (``per_image`` positions, drawn from ``seed``) and keep it in :mod:`.lsq_cache`."""
-        capture_dense(self.run, self.layers, batches, per_image, torch.Generator().manual_seed(seed))
+    def take(self, dense: nn.Module, batches: Sequence[torch.Tensor], others: Sequence[DenseSampling] = ()) -> None:
+        """Run the pass over ``batches`` (with ``others``' hooks riding it) and keep it in :mod:`.lsq_cache`."""
+        images = sum(len(x) for x in batches)
+        own = DenseSampling(self.layers, images, self.per_image, torch.Generator().manual_seed(self.seed))
+        run_dense(self.run, [own, *others], batches)
         lsq_cache.keep(dense, self.key, self.layers, self.tails)
 
 
 def dense_capture(
     dense: nn.Module, groups: Sequence[ChannelGroup] | None, refit: Sequence[str], batches: Sequence[torch.Tensor],
-    settings: tuple, residual: bool,
+    *, per_image: int, seed: int, device: torch.device, residual: bool,
 ) -> DenseCapture:
     """The capture for a plan refitting ``refit`` (see the module docstring): the same layers, tails
-    and key for every plan over ``groups``. ``settings`` are the step's (positions per image, seed,
-    batch size, device); ``residual`` asks for the tails' other operands on the fx trace."""
+    and key for every plan over ``groups``; nothing runs yet. ``residual`` asks for the tails'
+    other operands, on the fx trace."""
     modules = dict(dense.named_modules())
     layers = [SampledLayer(name, modules[name]) for name in captured_names(dense, groups, refit)]
-    run, tails = dense, {}
+    run, tails, untraced = dense, {}, None
     if residual:
-        dense_gm, _ = trace(dense)  # untraceable: the refit keeps plain targets and says why
+        dense_gm, untraced = trace(dense)  # untraceable: the refit keeps plain targets and says why
         if dense_gm is not None:
             tails = find_tails(dense_gm, {layer.name for layer in layers})
             if tails:
                 run = residual_dense_run(dense_gm, tails, layers)
-    return DenseCapture(layers, tails, run, lsq_cache.capture_key(dense, batches, settings, layers, tails))
+    settings = (per_image, seed, len(batches[0]) if batches else 0, str(device))
+    key = lsq_cache.capture_key(dense, batches, settings, layers, tails)
+    return DenseCapture(layers, tails, run, key, per_image, seed, untraced)

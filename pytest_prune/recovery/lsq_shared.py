@@ -26,7 +26,7 @@ from ..groups import ChannelGroup
 from . import lsq_cache
 from .base import calibration_images
 from .lsq import LeastSquaresReconstruction
-from .lsq_capture import DenseSampling, run_dense
+from .lsq_capture import DenseSampling
 from .lsq_dense import dense_capture
 
 
@@ -46,14 +46,12 @@ class SharedLsqCapture:
         that pass does not start with those images or is already kept (the caller runs its own)."""
         batches = calibration_images(self.data, self.step.images, self.step.DENSE_BATCH, self.device, self.step.spec)
         capture = dense_capture(
-            self.dense, self.groups, (), batches, self.step.capture_settings(self.seed, self.device), self.step.residual
+            self.dense, self.groups, (), batches,
+            per_image=self.step.positions, seed=self.seed, device=self.device, residual=self.step.residual,
         )
         if not capture.layers or not starts_with(batches, images) or lsq_cache.holds(self.dense, capture.key):
             return False
-        total = sum(len(x) for x in batches)
-        own = DenseSampling(capture.layers, total, self.step.positions, torch.Generator().manual_seed(self.seed))
-        run_dense(capture.run, [own, *samplings], batches)
-        lsq_cache.keep(self.dense, capture.key, capture.layers, capture.tails)
+        capture.take(self.dense, batches, samplings)
         return True
 
 
