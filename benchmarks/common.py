@@ -99,13 +99,15 @@ def plan_for_budget(
     return budget_plan(criterion, ctx, budget, cost, allocation, scores)
 
 
-def recovered(s: Setup, pruned: torch.nn.Module, plan: PrunePlan, recovery: str) -> tuple[torch.nn.Module, float]:
-    """``pruned`` (cut from the dense model by ``plan``) after ``recovery`` (seed 0), and its seconds."""
+def recovered(
+    s: Setup, pruned: torch.nn.Module, plan: PrunePlan, recovery: str, seed: int = 0
+) -> tuple[torch.nn.Module, float]:
+    """``pruned`` (cut from the dense model by ``plan``) after ``recovery`` (run with ``seed``), and its seconds."""
     from pytest_prune.recovery import parse_recovery
 
     if recovery == "none":
         return pruned, 0.0
-    result = parse_recovery(recovery).recover(s.info.model, pruned, s.data, seed=0, groups=s.groups, plan=plan)
+    result = parse_recovery(recovery).recover(s.info.model, pruned, s.data, seed=seed, groups=s.groups, plan=plan)
     return result.model, result.seconds
 
 
