@@ -14,7 +14,8 @@ BatchNorm, or none) between the layer and the add, the target of output channel 
 where ``s`` is the add's other operand at the same sampled positions, in the dense network and in
 the pruned network as refit so far. When the shortcut is exact the correction is zero and the fit
 is the plain one. On ``cifar-resnet56`` at macs:0.45 (``recon`` global) this raised top-1 after
-``lsq`` from 87.66 % to 88.73 % (``python benchmarks/lsq_residual.py``, table in docs/results.md).
+``lsq`` from 87.88 % to 89.06 %, +1.18 ± 0.60 points paired (``python benchmarks/lsq_residual.py``, table in
+docs/results.md).
 
 Where: a refit layer whose output reaches one operand of a binary add (``+``, ``+=``, ``torch.add``
 without ``alpha``; both operands of one shape) through single-user modules that are, in eval mode,
