@@ -5,16 +5,31 @@ from __future__ import annotations
 from .session import GateState
 
 
-def _verdict(checks: dict[str, str]) -> str:
+def _verdict(checks: dict[str, str], verdicts: dict[str, dict] | None = None) -> str:
+    """``pass``, ``baseline written``, or what went wrong: ``FAIL (checks)`` for regressions (a
+    measured value judged against its baseline), ``ERROR (checks: cause)`` for checks that could
+    not be judged at all (an unreadable baseline, a model that cannot be measured), so that a
+    corrupt file never reads as eight regressions."""
     if not checks:
         return "-"
-    values = set(checks.values())
-    if "failed" in values or "error" in values:
-        bad = sorted(k for k, v in checks.items() if v in ("failed", "error"))
-        return "FAIL (" + ", ".join(bad) + ")"
-    if values == {"written"}:
-        return "baseline written"
-    return "pass"
+    verdicts = verdicts or {}
+    bad = sorted(k for k, v in checks.items() if v in ("failed", "error"))
+    if not bad:
+        return "baseline written" if set(checks.values()) == {"written"} else "pass"
+    regressed = [k for k in bad if checks[k] == "failed" and "measured" in verdicts.get(k, {})]
+    unjudged = [k for k in bad if k not in regressed]
+    parts = [f"FAIL ({', '.join(regressed)})"] if regressed else []
+    if unjudged:
+        causes = sorted({_cause(verdicts.get(k, {}).get("message")) for k in unjudged})
+        named = "every check" if len(unjudged) == len(checks) and len(checks) > 1 else ", ".join(unjudged)
+        parts.append(f"ERROR ({named}: {', '.join(causes)})")
+    return "; ".join(parts)
+
+
+def _cause(message: str | None) -> str:
+    """The error's class name where the message starts with one (``BaselineError: ...``)."""
+    head = (message or "").split(":", 1)[0].strip()
+    return head if head.isidentifier() and head.endswith(("Error", "Failure")) else "not judged"
 
 
 def summary_lines(state: GateState) -> list[str]:
@@ -33,7 +48,7 @@ def summary_lines(state: GateState) -> list[str]:
             f"{r['model']:<16} {r['method']:<22} {r['top1_pruned']:>7.2%} {r['accuracy_drop']:>+7.2%} "
             f"{r['macs_kept']:>10.3f} {r['params_kept']:>12.3f} {_num(r.get('attribution_spearman')):>8} "
             f"{colour:>10} {_num(r.get('speedup')):>8} {r['score_seconds']:>8.2f}  "
-            f"{_verdict(state.outcomes.get(r['method'], {}))}"
+            f"{_verdict(state.outcomes.get(r['method'], {}), state.verdicts.get(r['method'], {}))}"
         )
     if rows:
         r0 = rows[0]

@@ -77,6 +77,8 @@ def test_corrupt_baseline_is_reported_without_traceback(pytester):
     result.assert_outcomes(failed=7)
     out = result.stdout.str()
     assert "cannot be read" in out and "Traceback" not in out
+    # the summary row says nothing was judged, not that seven checks regressed
+    assert "ERROR (every check: BaselineError)" in out and "FAIL (" not in out
 
 
 def test_baseline_from_other_settings_is_a_mismatch_not_a_comparison(pytester):
