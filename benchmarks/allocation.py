@@ -23,7 +23,7 @@ seconds of each step: scoring (once per criterion and model), planning (the budg
                                     [--budgets macs:0.59,macs:0.45] [--criteria l1,recon]
                                     [--anchors tp-lamp/layerwise,tp-lamp/global,tp-l1/layerwise]
                                     [--allocations layerwise,global,sensitivity]
-                                    [--sensitivity-recovery lsq] [--recovery lsq] [--seeds 0,1,2]
+                                    [--sensitivity-recovery lsq] [--recovery lsq] [--seeds 0]
                                     [--threads 1]
 """
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from .session import GateState
 
 
-def _verdict(checks: dict[str, str], verdicts: dict[str, dict] | None = None) -> str:
+def _verdict(checks: dict[str, str], verdicts: dict[str, dict]) -> str:
     """``pass``, ``baseline written``, or what went wrong: ``FAIL (checks)`` for regressions (a
     measured value judged against its baseline), ``ERROR (checks: cause)`` for checks that could
     not be judged at all (an unreadable baseline, a model that cannot be measured), so that a
     corrupt file never reads as eight regressions."""
     if not checks:
         return "-"
-    verdicts = verdicts or {}
     bad = sorted(k for k, v in checks.items() if v in ("failed", "error"))
     if not bad:
         return "baseline written" if set(checks.values()) == {"written"} else "pass"
